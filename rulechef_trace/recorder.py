@@ -1,0 +1,255 @@
+"""TraceRecorder: a detachable subscriber that turns a run's events into a trace file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from blinker import ANY
+
+from rulechef_trace import signals as sig
+from rulechef_trace.trace import FORMAT, VERSION, Trace, build_trace, history_dir, trace_path
+
+__all__ = ["TraceRecorder", "record_trace", "write_atomic"]
+
+logger = logging.getLogger("rulechef_trace")
+
+
+class TraceRecorder:
+    """Collect the events of every run of one chef (or of all chefs) into traces.
+
+    When a run ends, in any way, its events are ordered by ``seq``, assembled
+    into a v1 trace, appended to :attr:`traces` and, unless ``write=False``,
+    written atomically to ``<storage>/<dataset>.trace.json`` (the latest
+    learning run) and to ``<storage>/<dataset>.traces/`` (every run, kept).
+
+    Args:
+        chef: The ``RuleChef`` (or its ``LearningPipeline``) to record; None
+            records every chef in the process.
+        storage_path: Folder for the files; defaults to the chef's own
+            ``storage_path``.
+        write: False keeps traces in memory only.
+        history: False writes only the latest-run file.
+        stream: True also appends each event, as it happens, to
+            ``<storage>/<dataset>.trace.jsonl`` (flushed per event), so a killed
+            process leaves a readable partial trace.
+
+    Attributes:
+        traces: Every trace recorded so far, oldest first.
+        paths: Every file written so far (latest-run and history files).
+        write_errors: How many writes failed (each logged once as a warning).
+    """
+
+    def __init__(
+        self,
+        chef: Any = None,
+        *,
+        storage_path: str | Path | None = None,
+        write: bool = True,
+        history: bool = True,
+        stream: bool = False,
+    ):
+        self.chef = getattr(chef, "_chef", chef)
+        self.storage_path = Path(storage_path) if storage_path is not None else None
+        self.write = write
+        self.history = history
+        self.stream = stream
+        self.traces: list[Trace] = []
+        self.paths: list[Path] = []
+        self.write_errors = 0
+        self._lock = threading.Lock()
+        self._runs: dict[str, list[dict[str, Any]]] = {}
+        self._streams: dict[str, IO[bytes]] = {}
+        self._receivers = {s: partial(self._receive, s.name) for s in sig.ALL_SIGNALS}
+        self._attached = False
+
+    @property
+    def last(self) -> Trace | None:
+        """The most recent trace, or None."""
+        return self.traces[-1] if self.traces else None
+
+    @property
+    def attached(self) -> bool:
+        """Whether the recorder currently receives events."""
+        return self._attached
+
+    def attach(self) -> TraceRecorder:
+        """Connect to every signal (idempotent). Returns the recorder."""
+        if self._attached:
+            return self
+        sender = ANY if self.chef is None else self.chef
+        for signal, receiver in self._receivers.items():
+            signal.connect(receiver, sender=sender, weak=False)
+        self._attached = True
+        return self
+
+    def detach(self) -> None:
+        """Disconnect from every signal (idempotent); runs in progress stay unrecorded."""
+        if not self._attached:
+            return
+        for signal, receiver in self._receivers.items():
+            # Plain disconnect: a per-sender disconnect leaves ``receivers`` truthy.
+            signal.disconnect(receiver)
+        self._attached = False
+        with self._lock:
+            streams = list(self._streams.values())
+            self._streams.clear()
+            self._runs.clear()
+        for stream in streams:
+            stream.close()
+
+    def __enter__(self) -> TraceRecorder:
+        return self.attach()
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    def _receive(self, signal_name: str, sender: Any, /, **payload: Any) -> None:
+        event = {"type": signal_name, **payload}
+        run_id = str(payload.get("run_id"))
+        with self._lock:
+            events = self._runs.setdefault(run_id, [])
+            events.append(event)
+        if self.stream:
+            self._stream_event(run_id, sender, event)
+        if signal_name == "finalized":
+            with self._lock:
+                events = self._runs.pop(run_id, [])
+            self._finish(run_id, sender, events)
+
+    def _finish(self, run_id: str, sender: Any, events: list[dict[str, Any]]) -> None:
+        trace = build_trace(events)
+        with self._lock:
+            self.traces.append(trace)
+            stream = self._streams.pop(run_id, None)
+        if stream is not None:
+            stream.close()
+        if self.write:
+            self._write(trace, sender)
+
+    def _folder(self, sender: Any, trace_run: dict[str, Any]) -> Path:
+        if self.storage_path is not None:
+            return self.storage_path
+        return Path(getattr(sender, "storage_path", None) or trace_run.get("storage_path") or ".")
+
+    def _write(self, trace: Trace, sender: Any) -> None:
+        run = trace.run
+        folder = self._folder(sender, run)
+        dataset = str(run.get("dataset") or "default")
+        data = orjson.dumps(trace)
+        targets = []
+        if self.history:
+            stamp = "".join(c for c in str(run.get("started_at") or "") if c.isdigit())
+            name = f"{stamp[:8]}T{stamp[8:17]}Z_{run.get('kind')}_{str(run.get('id'))[:8]}.trace.json"
+            targets.append(history_dir(folder, dataset) / name)
+        if run.get("kind") == "learn":
+            targets.append(trace_path(folder, dataset))
+        for target in targets:
+            self._write_one(target, data)
+
+    def _write_one(self, target: Path, data: bytes) -> None:
+        try:
+            write_atomic(target, data)
+        except OSError as exc:
+            self.write_errors += 1
+            logger.warning(
+                "rulechef_trace: could not write %s (%s); the trace stays in recorder.traces",
+                target,
+                exc.strerror or exc,
+            )
+            return
+        self.paths.append(target)
+
+    def _stream_event(self, run_id: str, sender: Any, event: dict[str, Any]) -> None:
+        try:
+            with self._lock:
+                stream = self._streams.get(run_id)
+                if stream is None and event["type"] == "run_started":
+                    stream = self._open_stream(sender, event)
+                    self._streams[run_id] = stream
+            if stream is not None:
+                stream.write(orjson.dumps(event) + b"\n")
+                stream.flush()
+        except OSError as exc:
+            self.write_errors += 1
+            logger.warning("rulechef_trace: could not stream an event (%s)", exc.strerror or exc)
+
+    def _open_stream(self, sender: Any, start: dict[str, Any]) -> IO[bytes]:
+        folder = self._folder(sender, start)
+        folder.mkdir(parents=True, exist_ok=True)
+        dataset = str(start.get("dataset") or "default")
+        suffix = "" if start.get("kind") == "learn" else f".{start.get('kind')}"
+        stream = open(folder / f"{dataset}{suffix}.trace.jsonl", "wb")  # noqa: SIM115
+        stream.write(orjson.dumps({"format": FORMAT, "version": VERSION, "stream": True}) + b"\n")
+        return stream
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` so that a reader never sees a partial file.
+
+    A uniquely named temporary file in the same folder is written, flushed,
+    fsynced and renamed over the target; concurrent writers never share it.
+
+    Raises:
+        OSError: when the folder cannot be created or written.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@contextmanager
+def record_trace(
+    chef: Any,
+    *,
+    storage_path: str | Path | None = None,
+    write: bool = True,
+    history: bool = True,
+    stream: bool = False,
+    strict: bool | None = None,
+) -> Iterator[TraceRecorder]:
+    """Record every run of ``chef`` inside the block; detach on exit, even on error.
+
+    Args:
+        chef: A ``RuleChef`` or its ``LearningPipeline``.
+        storage_path: Folder for trace files; defaults to the chef's.
+        write: False keeps traces in memory only (``recorder.traces``).
+        history: False writes only ``<dataset>.trace.json``.
+        stream: True also streams events to ``<dataset>.trace.jsonl``.
+        strict: True re-raises receiver and hook errors inside the block
+            (for tests); None leaves the ``RULECHEF_TRACE_STRICT`` default.
+
+    Yields:
+        The attached :class:`TraceRecorder`.
+    """
+    recorder = TraceRecorder(
+        chef, storage_path=storage_path, write=write, history=history, stream=stream
+    )
+    recorder.attach()
+    try:
+        if strict is None:
+            yield recorder
+        else:
+            with sig.strict_mode(strict):
+                yield recorder
+    finally:
+        recorder.detach()

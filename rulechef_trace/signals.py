@@ -1,0 +1,154 @@
+"""Blinker signals emitted while rulechef learns, and their error-isolating send.
+
+Every signal is sent with the ``RuleChef`` instance as sender, so a receiver can
+subscribe to one chef the blinker way::
+
+    from rulechef_trace import patch_decided
+
+    @patch_decided.connect_via(chef)
+    def on_patch(sender, **event):
+        print(event["iteration"], event["outcome"])
+
+Each payload carries ``run_id``, ``seq`` (1, 2, 3, ... within the run) and
+``t`` (seconds since the run started) plus the signal's own fields: rule ids,
+rule names, counts, flags and metrics. Never input text, expected outputs,
+rule patterns, prompts or LLM responses. docs/signals.md lists every field.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from blinker import Namespace, Signal
+
+__all__ = [
+    "ALL_SIGNALS",
+    "audit_applied",
+    "critiqued",
+    "finalized",
+    "guided",
+    "is_strict",
+    "iteration_evaluated",
+    "namespace",
+    "patch_decided",
+    "pruned",
+    "refined",
+    "run_started",
+    "send_safely",
+    "strict_mode",
+    "synthesized",
+]
+
+logger = logging.getLogger("rulechef_trace")
+
+namespace = Namespace()
+
+run_started = namespace.signal(
+    "run_started", doc="A learn_rules() run or a pruning rank_rules() call began."
+)
+synthesized = namespace.signal(
+    "synthesized", doc="Bulk, per-class or incremental synthesis produced the working rules."
+)
+iteration_evaluated = namespace.signal(
+    "iteration_evaluated", doc="A refinement iteration measured the working rules."
+)
+critiqued = namespace.signal("critiqued", doc="The coordinator's critic reviewed the rules.")
+guided = namespace.signal(
+    "guided", doc="The coordinator gave refinement guidance and said whether to go on."
+)
+patch_decided = namespace.signal(
+    "patch_decided", doc="A refinement patch was accepted, rejected, or came back empty."
+)
+audit_applied = namespace.signal(
+    "audit_applied", doc="A mid-refinement or final audit merged/removed rules, or reverted."
+)
+pruned = namespace.signal("pruned", doc="Weak or harmful rules were dropped.")
+refined = namespace.signal(
+    "refined", doc="The refinement loop ended: why, and which iteration's rules it kept."
+)
+finalized = namespace.signal("finalized", doc="The run ended, in any way. Always the last event.")
+
+#: Every signal of the package, in the order a run emits them first.
+ALL_SIGNALS: tuple[Signal, ...] = (
+    run_started,
+    synthesized,
+    iteration_evaluated,
+    critiqued,
+    guided,
+    patch_decided,
+    audit_applied,
+    pruned,
+    refined,
+    finalized,
+)
+
+_STRICT_ENV = "RULECHEF_TRACE_STRICT"
+_strict: ContextVar[bool | None] = ContextVar("rulechef_trace_strict", default=None)
+
+
+def is_strict() -> bool:
+    """Tell whether errors in receivers and hooks are re-raised instead of logged.
+
+    Returns:
+        The value set by the innermost :func:`strict_mode` block of this context,
+        else whether the ``RULECHEF_TRACE_STRICT`` environment variable is set to
+        a true value (``1``, ``true``, ``yes``).
+    """
+    value = _strict.get()
+    if value is not None:
+        return value
+    return os.environ.get(_STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@contextmanager
+def strict_mode(enabled: bool = True) -> Iterator[None]:
+    """Re-raise receiver and hook errors inside the block (for tests).
+
+    Args:
+        enabled: True to re-raise, False to force the default log-and-go-on
+            behaviour even when the environment variable is set.
+    """
+    token = _strict.set(enabled)
+    try:
+        yield
+    finally:
+        _strict.reset(token)
+
+
+def send_safely(signal: Signal, sender: Any, payload: dict[str, Any]) -> int:
+    """Call every receiver of ``signal`` for ``sender``; one failing never stops the rest.
+
+    blinker's own ``send`` lets a receiver's exception escape into the sender
+    and skips the receivers after it. Here the sender is the user's learning
+    run, so each exception is logged and counted instead.
+
+    Args:
+        signal: The signal to send.
+        sender: The ``RuleChef`` the event belongs to.
+        payload: Keyword arguments for the receivers.
+
+    Returns:
+        How many receivers raised.
+
+    Raises:
+        Exception: The receiver's own exception, in strict mode only.
+    """
+    errors = 0
+    for receiver in list(signal.receivers_for(sender)):
+        try:
+            receiver(sender, **payload)
+        except Exception:
+            errors += 1
+            if is_strict():
+                raise
+            logger.exception(
+                "rulechef_trace: receiver %r of signal %r raised; the run goes on",
+                receiver,
+                signal.name,
+            )
+    return errors

@@ -1,0 +1,386 @@
+"""The trace format (v1): building, loading, validating and replaying traces.
+
+A trace is plain JSON data. :class:`Trace` is a ``dict`` holding exactly that
+data, with a few read-only helpers; docs/trace-format.md describes every key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "EVENT_TYPES",
+    "ReplayError",
+    "Trace",
+    "TraceError",
+    "build_trace",
+    "history_dir",
+    "load_trace",
+    "replay",
+    "trace_path",
+    "validate",
+]
+
+FORMAT = "rulechef-trace"
+VERSION = 1
+
+#: Event types of format v1, in the order a run first emits them.
+EVENT_TYPES = (
+    "run_started",
+    "synthesized",
+    "iteration_evaluated",
+    "critiqued",
+    "guided",
+    "patch_decided",
+    "audit_applied",
+    "pruned",
+    "refined",
+    "finalized",
+)
+
+STATUSES = ("completed", "not_enough_data", "no_rules", "failed", "incomplete")
+
+# Keys that belong to the run header rather than to the run_started event.
+_RUN_KEYS = (
+    "kind",
+    "dataset",
+    "task",
+    "task_type",
+    "started_at",
+    "rulechef_version",
+    "params",
+    "coordinator",
+    "storage_path",
+)
+
+
+class TraceError(ValueError):
+    """A file or object is not a readable rulechef-trace trace.
+
+    Attributes:
+        path: The file concerned, when there is one.
+        problem: What is wrong, in one line.
+    """
+
+    def __init__(self, problem: str, path: str | Path | None = None):
+        self.path = str(path) if path is not None else None
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class ReplayError(TraceError):
+    """Applying the events' rule changes does not give the trace's final rules."""
+
+
+class Trace(dict[str, Any]):
+    """One recorded run: the v1 JSON data itself, plus read-only helpers."""
+
+    @property
+    def run(self) -> dict[str, Any]:
+        """The run header (id, dataset, status, timings, ...)."""
+        return self.get("run") or {}
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Events in sequence order."""
+        return self.get("events") or []
+
+    @property
+    def status(self) -> str:
+        """``completed``, ``not_enough_data``, ``no_rules``, ``failed`` or ``incomplete``."""
+        return str(self.run.get("status"))
+
+    @property
+    def final_rules(self) -> list[str]:
+        """Ids of the rules the chef had when the run ended."""
+        return [r["id"] for r in (self.get("final") or {}).get("rules", [])]
+
+    @property
+    def final_metrics(self) -> dict[str, Any] | None:
+        """The run's own final evaluation, or None where rulechef computed none."""
+        return (self.get("final") or {}).get("metrics")
+
+    def events_of(self, *types: str) -> list[dict[str, Any]]:
+        """Return the events of the given types, in sequence order."""
+        return [e for e in self.events if e.get("type") in types]
+
+    def name_of(self, rule_id: str) -> str:
+        """Return a rule's name, or its id when the trace does not know it."""
+        entry = (self.get("rules") or {}).get(rule_id)
+        return str(entry.get("name")) if isinstance(entry, dict) else rule_id
+
+
+def trace_path(storage_path: str | Path, dataset: str) -> Path:
+    """Where the latest learning run of ``dataset`` is written."""
+    return Path(storage_path) / f"{dataset}.trace.json"
+
+
+def history_dir(storage_path: str | Path, dataset: str) -> Path:
+    """The folder keeping every run of ``dataset``, one file each."""
+    return Path(storage_path) / f"{dataset}.traces"
+
+
+def build_trace(events: Iterable[Mapping[str, Any]]) -> Trace:
+    """Assemble a v1 trace from one run's events (as sent, in any order).
+
+    A run without its ``finalized`` event (a stream cut short) gets status
+    ``incomplete`` and final rules replayed from its events.
+
+    Raises:
+        TraceError: when there is no ``run_started`` event.
+    """
+    raw = list(events)
+    ordered = sorted((_event_record(e) for e in raw), key=lambda e: e["seq"])
+    if not ordered or ordered[0]["type"] != "run_started":
+        raise TraceError("no run_started event")
+    start = {"run_id": raw[0].get("run_id"), **ordered[0]}
+    end = ordered[-1] if ordered[-1]["type"] == "finalized" else None
+    names: dict[str, dict[str, Any]] = {}
+    for event in ordered:
+        for rid, name in (event.get("rule_names") or {}).items():
+            names.setdefault(rid, {"name": name})
+    trace = Trace(
+        format=FORMAT,
+        version=VERSION,
+        run=_run_header(start, end),
+        events=ordered,
+        rules=names,
+        final={},
+    )
+    final_ids = end["rules"] if end else _replayed(trace)
+    trace["final"] = {
+        "rules": [{"id": rid, "name": trace.name_of(rid)} for rid in final_ids],
+        "metrics": end.get("metrics") if end else None,
+    }
+    return trace
+
+
+def _event_record(event: Mapping[str, Any]) -> dict[str, Any]:
+    record = {k: v for k, v in event.items() if k != "run_id"}
+    if "type" not in record:
+        raise TraceError("event without a type")
+    if not isinstance(record.get("seq"), int):
+        raise TraceError(f"event {record['type']!r} without an integer seq")
+    return record
+
+
+def _run_header(start: dict[str, Any], end: dict[str, Any] | None) -> dict[str, Any]:
+    run: dict[str, Any] = {"id": start.get("run_id")}
+    run.update({k: start.get(k) for k in _RUN_KEYS})
+    if end is None:
+        run.update(status="incomplete", error=None, ended_at=None, duration_s=None, stats=None)
+    else:
+        run.update(
+            status=end.get("status"),
+            error=end.get("error"),
+            ended_at=end.get("ended_at"),
+            duration_s=end.get("duration_s"),
+            stats=end.get("stats"),
+        )
+    return run
+
+
+def _replayed(trace: Trace) -> list[str]:
+    rules: list[str] = []
+    for event in trace.events:
+        rules = _apply(rules, event)
+    return rules
+
+
+def _apply(rules: list[str], event: Mapping[str, Any]) -> list[str]:
+    if event.get("type") == "run_started":
+        return list(event.get("rules") or [])
+    removed = set(event.get("removed") or ())
+    kept = [rid for rid in rules if rid not in removed]
+    return kept + [rid for rid in event.get("added") or () if rid not in kept]
+
+
+def replay(trace: Mapping[str, Any]) -> list[str]:
+    """Rebuild the final rule ids from the events' ``added``/``removed``.
+
+    Starting from ``run_started.rules`` and applying each event's ``added`` and
+    ``removed`` in seq order must give exactly ``final.rules``; every event's
+    ``rules_after`` must match the rules at that point.
+
+    Returns:
+        The replayed final rule ids.
+
+    Raises:
+        ReplayError: naming the first event where the rules disagree.
+    """
+    rules: list[str] = []
+    for event in trace.get("events") or []:
+        rules = _apply(rules, event)
+        after = event.get("rules_after")
+        if after is not None and set(after) != set(rules):
+            raise ReplayError(
+                f"event seq {event.get('seq')} ({event.get('type')}): replayed rules "
+                f"{sorted(rules)} differ from its rules_after {sorted(after)}"
+            )
+    final = [r.get("id") for r in (trace.get("final") or {}).get("rules", [])]
+    if sorted(final) != sorted(rules):
+        raise ReplayError(f"replayed rules {sorted(rules)} differ from final rules {sorted(final)}")
+    return rules
+
+
+def load_trace(path: str | Path) -> Trace:
+    """Read a trace written by :class:`~rulechef_trace.TraceRecorder`.
+
+    Reads both the ``.trace.json`` file of a finished run and the ``.jsonl``
+    stream of a run in progress or killed (status ``incomplete``).
+
+    Raises:
+        TraceError: naming the file and what is wrong with it: missing, a
+            directory, empty, truncated or not JSON, not a trace, a newer
+            format version, or a structure that breaks the format.
+    """
+    p = Path(path)
+    data = _read_bytes(p)
+    if p.suffix == ".jsonl":
+        trace = _parse_stream(data, p)
+    else:
+        trace = _parse_document(data, p)
+    problems = validate(trace)
+    if problems:
+        raise TraceError(problems[0], p)
+    return trace
+
+
+def _read_bytes(p: Path) -> bytes:
+    if not p.exists():
+        raise TraceError("no such file", p)
+    if p.is_dir():
+        raise TraceError("is a directory, not a trace file", p)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise TraceError(f"cannot read: {exc.strerror or exc}", p) from None
+    if not data.strip():
+        raise TraceError("empty file", p)
+    return data
+
+
+def _parse_document(data: bytes, p: Path) -> Trace:
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise TraceError(f"not valid JSON (truncated or corrupt): {exc}", p) from None
+    _check_header(obj, p)
+    return Trace(obj)
+
+
+def _check_header(obj: Any, p: Path | None) -> None:
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise TraceError("not a rulechef-trace file (no \"format\": \"rulechef-trace\")", p)
+    version = obj.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise TraceError("format version is missing or not an integer", p)
+    if version > VERSION:
+        raise TraceError(
+            f"trace format version {version} is newer than this rulechef-trace reads "
+            f"({VERSION}); upgrade rulechef-trace",
+            p,
+        )
+    if version < 1:
+        raise TraceError(f"unknown trace format version {version}", p)
+
+
+def _parse_stream(data: bytes, p: Path) -> Trace:
+    lines = [line for line in data.splitlines() if line.strip()]
+    try:
+        header = orjson.loads(lines[0])
+    except orjson.JSONDecodeError as exc:
+        raise TraceError(f"first line is not valid JSON: {exc}", p) from None
+    _check_header(header, p)
+    events = []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            if number == len(lines):
+                break  # the process died while writing its last line
+            raise TraceError(f"line {number} is not valid JSON", p) from None
+        if not isinstance(event, dict):
+            raise TraceError(f"line {number} is not a JSON object", p)
+        events.append(event)
+    try:
+        return build_trace(events)
+    except TraceError as exc:
+        raise TraceError(exc.problem, p) from None
+
+
+def validate(trace: Any) -> list[str]:
+    """Check a trace against format v1 and the replay invariant.
+
+    Returns:
+        The problems found, one line each; empty when the trace is valid.
+    """
+    try:
+        _check_header(trace, None)
+    except TraceError as exc:
+        return [exc.problem]
+    problems = _structure_problems(trace)
+    if problems:
+        return problems
+    try:
+        replay(trace)
+    except ReplayError as exc:
+        return [exc.problem]
+    return []
+
+
+def _structure_problems(trace: Mapping[str, Any]) -> list[str]:
+    run, events, final = trace.get("run"), trace.get("events"), trace.get("final")
+    if not isinstance(run, dict):
+        return ["\"run\" is missing or not an object"]
+    if run.get("status") not in STATUSES:
+        return [f"run.status {run.get('status')!r} is not one of {', '.join(STATUSES)}"]
+    if not isinstance(events, list) or not events:
+        return ["\"events\" is missing, empty or not a list"]
+    if not isinstance(final, dict) or not isinstance(final.get("rules"), list):
+        return ["\"final.rules\" is missing or not a list"]
+    problems = _event_problems(events, run["status"])
+    for rule in final["rules"]:
+        if not isinstance(rule, dict) or not isinstance(rule.get("id"), str):
+            problems.append("final.rules holds an entry without a string id")
+            break
+    metrics = final.get("metrics")
+    if metrics is not None and not isinstance(metrics, dict):
+        problems.append("final.metrics is neither null nor an object")
+    return problems
+
+
+def _event_problems(events: list[Any], status: str) -> list[str]:
+    expected = 1
+    for index, event in enumerate(events):
+        if not isinstance(event, dict):
+            return [f"event #{index + 1} is not an object"]
+        seq, kind = event.get("seq"), event.get("type")
+        if not isinstance(kind, str):
+            return [f"event #{index + 1} has no string type"]
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < expected:
+            return [f"event #{index + 1} ({kind}): seq {seq!r} is not strictly increasing from 1"]
+        expected = seq + 1
+        t = event.get("t")
+        if t is not None and (not isinstance(t, (int, float)) or not math.isfinite(t)):
+            return [f"event seq {seq} ({kind}): t is not a number"]
+        for key in ("added", "removed", "rules_after", "rules"):
+            value = event.get(key)
+            if value is not None and not _is_id_list(value):
+                return [f"event seq {seq} ({kind}): {key} is not a list of rule ids"]
+    if events[0].get("type") != "run_started":
+        return ["the first event is not run_started"]
+    if status != "incomplete" and events[-1].get("type") != "finalized":
+        return ["the last event is not finalized"]
+    return []
+
+
+def _is_id_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
