@@ -161,15 +161,19 @@ def _emit_change(
 
 
 def _names_for(state: RunState, added: list[str], fields: dict[str, Any]) -> dict[str, str]:
-    """Names of the rules an event introduces, including proposed-only ones."""
-    ids = list(added)
-    proposed = fields.get("proposed")
-    if isinstance(proposed, dict):
-        ids += proposed.get("added", [])
-    for action in fields.get("actions", ()):
-        if action.get("result"):
-            ids.append(action["result"])
-    return {rid: state.names.get(rid, "?") for rid in ids}
+    """Names of every known rule id an event mentions (added, proposed, merged...)."""
+    found = {rid: state.names[rid] for rid in added if rid in state.names}
+    stack: list[Any] = list(fields.values())
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if value in state.names:
+                found.setdefault(value, state.names[value])
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return found
 
 
 def _guard(state: RunState | None, what: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -715,7 +719,7 @@ def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval
         {
             "iteration": iteration,
             "max_iterations": state.max_iterations,
-            "rules": len(rules),
+            "rule_count": len(rules),
             "metrics": metrics_of(select_eval),
         },
     )

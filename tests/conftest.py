@@ -1,0 +1,47 @@
+"""Shared fixtures: every test starts and ends with nobody listening."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from rulechef_trace import ALL_SIGNALS, Trace, record_trace, replay, validate
+from rulechef_trace import instrument
+
+
+@pytest.fixture(autouse=True)
+def nobody_listens() -> Iterator[None]:
+    """Fail a test that leaves a receiver or a hook behind, then clean up."""
+    assert not instrument.installed(), "a previous test left the hooks installed"
+    yield
+    leftovers = [s.name for s in ALL_SIGNALS if instrument._live_receivers(s)]
+    for s in ALL_SIGNALS:
+        s.receivers.clear()
+        s._by_receiver.clear()
+        s._by_sender.clear()
+    instrument.refresh()
+    assert not leftovers, f"receivers left connected to {leftovers}"
+
+
+@pytest.fixture
+def learn(tmp_path: Any) -> Callable[..., tuple[Trace, Any]]:
+    """Run learn_rules under record_trace (strict) and check the trace's invariants."""
+
+    def run(chef: Any, **kwargs: Any) -> tuple[Trace, Any]:
+        with record_trace(chef, strict=True) as recorder:
+            result = chef.learn_rules(**kwargs)
+        assert len(recorder.traces) == 1
+        trace = recorder.traces[0]
+        assert validate(trace) == []
+        assert sorted(replay(trace)) == sorted(r.id for r in chef.dataset.rules)
+        assert sorted(trace.final_rules) == sorted(r.id for r in chef.dataset.rules)
+        return trace, result
+
+    return run
+
+
+def story(trace: Trace) -> list[str]:
+    """The event types of a trace, in order."""
+    return [e["type"] for e in trace.events]

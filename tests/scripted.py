@@ -1,0 +1,242 @@
+"""A scripted OpenAI-compatible client and small builders for driving rulechef offline."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+from rulechef import RuleChef, Task, TaskType
+from rulechef.coordinator import AgenticCoordinator, AuditResult, CoordinatorProtocol
+
+# Markers of rulechef 0.2.2's prompts (prompts.py, learner.py, coordinator.py).
+_KINDS = (
+    ("per_class", "FOCUS: Generate rules for class '"),
+    ("patch", "You are updating an existing rule-based extractor"),
+    ("audit", "You are a Rule Auditor"),
+    ("guide", "You are the Refinement Coordinator"),
+    ("critic", "You are an expert Rule Critic"),
+    ("trigger", "Decide if we should trigger a retraining loop"),
+)
+
+Responder = Callable[[str], Any]
+
+
+def prompt_kind(prompt: str) -> str:
+    """Name the rulechef call a prompt belongs to ("synthesis" when none matches)."""
+    for kind, marker in _KINDS:
+        if marker in prompt:
+            return kind
+    return "synthesis"
+
+
+def target_class(prompt: str) -> str:
+    """The class a per-class synthesis prompt asks for."""
+    return prompt.split("FOCUS: Generate rules for class '")[1].split("'")[0]
+
+
+def audited_rules(prompt: str) -> list[dict[str, Any]]:
+    """The rules (id, name, pattern, metrics) an audit prompt shows."""
+    block = prompt.split("RULES:\n", 1)[1].split("\n\nYour job", 1)[0]
+    return list(json.loads(block))
+
+
+def ids_by_name(prompt: str) -> dict[str, str]:
+    """Map rule name to id from an audit prompt."""
+    return {r["name"]: r["id"] for r in audited_rules(prompt)}
+
+
+def rule(name: str, words: str, label: str, priority: int = 5) -> dict[str, Any]:
+    """A classification regex rule as an LLM would return it."""
+    return {
+        "name": name,
+        "description": f"{label} keywords",
+        "format": "regex",
+        "pattern": rf"(?i)\b({words})\b",
+        "output_template": {"label": label},
+        "output_key": "label",
+        "priority": priority,
+    }
+
+
+class ScriptedLLM:
+    """OpenAI-compatible client answering each prompt kind from a script.
+
+    Each kind maps to a list of answers used in order (the last one repeats) or
+    to a callable ``(prompt) -> answer``. An answer is a dict (sent as JSON), a
+    string (sent as is), or an exception instance (raised).
+    """
+
+    def __init__(self, **script: Any):
+        self.script = script
+        self.calls: Counter[str] = Counter()
+        self.prompts: list[str] = []
+        self._lock = threading.Lock()
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
+
+    def create(self, **kwargs: Any) -> Any:
+        prompt = kwargs["messages"][-1]["content"]
+        kind = prompt_kind(prompt)
+        with self._lock:
+            n = self.calls[kind]
+            self.calls[kind] += 1
+            self.prompts.append(prompt)
+        answer = self._answer(kind, prompt, n)
+        if isinstance(answer, BaseException):
+            raise answer
+        text = answer if isinstance(answer, str) else json.dumps(answer)
+        return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=text))])
+
+    def _answer(self, kind: str, prompt: str, n: int) -> Any:
+        entry = self.script.get(kind, DEFAULTS.get(kind))
+        if isinstance(entry, list):
+            entry = entry[min(n, len(entry) - 1)] if entry else {}
+        if callable(entry):
+            return entry(prompt)
+        return entry if entry is not None else {}
+
+
+# --- the sentiment task every scenario uses --------------------------------
+
+POS = ["good day", "great stuff", "nice one", "lovely weather", "good food", "great trip"]
+NEG = ["bad day", "awful service", "terrible thing", "horrible food", "bad trip", "awful mess"]
+DATA = [(t, "pos") for t in POS] + [(t, "neg") for t in NEG]
+
+POS_WORDS = "good|great"
+NEG_WORDS = "bad|awful"
+
+
+def per_class_rules(prompt: str) -> dict[str, Any]:
+    """Per-class synthesis: a first keyword rule per class."""
+    label = target_class(prompt)
+    words = POS_WORDS if label == "pos" else NEG_WORDS
+    return {"rules": [rule(f"{label} words", words, label)]}
+
+
+def bulk_rules(prompt: str) -> dict[str, Any]:
+    """Bulk synthesis: a first keyword rule for both classes."""
+    return {"rules": [rule("pos words", POS_WORDS, "pos"), rule("neg words", NEG_WORDS, "neg")]}
+
+
+DEFAULTS: dict[str, Any] = {
+    "per_class": per_class_rules,
+    "synthesis": bulk_rules,
+    "patch": {"rules": []},
+    "audit": {"analysis": "fine", "actions": []},
+    "guide": {"guidance": "keep going", "should_continue": True},
+    "critic": {"analysis": "ok", "rule_feedback": {}, "task_guidance": ""},
+    "trigger": {"should_learn": False},
+}
+
+# Patches that fix, break or reshape the first rules.
+FIX_POS = {"rules": [rule("pos more", "nice|lovely", "pos")]}
+FIX_NEG = {"rules": [rule("neg more", "terrible|horrible", "neg")]}
+FIX_ALL = {
+    "rules": [rule("pos more", "nice|lovely", "pos"), rule("neg more", "terrible|horrible", "neg")]
+}
+BREAK = {"rules": [rule("broad", "day|thing|one|stuff|food|trip|mess", "pos", priority=9)]}
+
+
+def task() -> Task:
+    """The sentiment classification task."""
+    return Task(
+        name="sentiment",
+        description="Classify short reviews as pos or neg",
+        input_schema={"text": "str"},
+        output_schema={"label": "str"},
+        type=TaskType.CLASSIFICATION,
+    )
+
+
+class StopAfterCoordinator(CoordinatorProtocol):
+    """A user's own coordinator: stops after N iterations, audits by a callable."""
+
+    def __init__(self, stop_after: int = 99, audit: Callable[[list[Any]], AuditResult] | None = None,
+                 critique: Callable[[list[Any]], dict[str, Any] | None] | None = None):
+        self.stop_after = stop_after
+        self.audit = audit
+        self.critique = critique
+        self.prune_after_learn = audit is not None
+        self.audit_interval = 2
+        self.critic_interval = 1 if critique else 0
+
+    def should_trigger_learning(self, buffer: Any, current_rules: Any) -> Any:
+        from rulechef.coordinator import CoordinationDecision
+
+        return CoordinationDecision(should_learn=False, strategy="balanced", reasoning="manual")
+
+    def analyze_buffer(self, buffer: Any) -> dict[str, Any]:
+        return {}
+
+    def on_learning_complete(self, old_rules: Any, new_rules: Any, metrics: Any) -> None:
+        return None
+
+    def guide_refinement(self, eval_result: Any, iteration: int, max_iterations: int) -> tuple:
+        return "custom advice", iteration + 1 < self.stop_after
+
+    def audit_rules(self, rules: list[Any], rule_metrics: list[Any]) -> AuditResult:
+        return self.audit(rules) if self.audit else AuditResult()
+
+    def critique_rules(self, rules: Any, rule_metrics: Any, eval_result: Any, dataset: Any) -> Any:
+        return self.critique(rules) if self.critique else None
+
+
+def make_chef(
+    tmp_path: Any,
+    llm: ScriptedLLM,
+    coordinator: str | CoordinatorProtocol = "simple",
+    *,
+    data: list[tuple[str, str]] | None = None,
+    name: str = "reviews",
+    **chef_kwargs: Any,
+) -> RuleChef:
+    """A chef on the sentiment task with its examples added (not learned yet)."""
+    if coordinator == "agentic":
+        coordinator = AgenticCoordinator(
+            llm, prune_after_learn=True, enable_critic=True, audit_interval=2, critic_interval=2,
+            verbose=False,
+        )
+    elif coordinator == "simple":
+        coordinator = None
+    chef = RuleChef(
+        task=task(),
+        client=llm,
+        dataset_name=name,
+        storage_path=str(tmp_path),
+        coordinator=coordinator,
+        **chef_kwargs,
+    )
+    for text, label in data if data is not None else DATA:
+        chef.buffer.add_human_example({"text": text}, {"label": label})
+    return chef
+
+
+def audit_merge(names: list[str], merged_name: str, words: str) -> Responder:
+    """An audit answer merging the named rules into one keyword rule."""
+
+    def answer(prompt: str) -> dict[str, Any]:
+        ids = ids_by_name(prompt)
+        return {
+            "analysis": "merge",
+            "actions": [
+                {
+                    "action": "merge",
+                    "rule_ids": [ids[n] for n in names if n in ids],
+                    "merged_pattern": rf"(?i)\b({words})\b",
+                    "merged_name": merged_name,
+                    "reason": "overlap",
+                }
+            ],
+        }
+
+    return answer
+
+
+def words_of(pattern: str) -> set[str]:
+    """Keywords of a rule pattern written by :func:`rule`."""
+    match = re.search(r"\((.*)\)", pattern)
+    return set(match.group(1).split("|")) if match else set()
