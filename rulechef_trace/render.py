@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -11,7 +12,7 @@ from rulechef_trace.trace import Trace, load_trace
 
 __all__ = ["pct", "print_trace", "render_trace"]
 
-WIDTH = 76
+WIDTH = 78
 _NAME = 28
 
 
@@ -45,9 +46,11 @@ def _metrics_move(before: Mapping[str, Any] | None, after: Mapping[str, Any] | N
 
 def _synthesized(t: Trace, e: Mapping[str, Any]) -> list[str]:
     data = e.get("data") or {}
+    corrections = data.get("corrections") or 0
+    extra = f" + {corrections} corrections" if corrections else ""
     lines = [
         f"synthesized ({e.get('mode')}): {e.get('count', 0)} rules from "
-        f"{data.get('examples', 0)} examples, {data.get('corrections', 0)} corrections  {_change(e)}"
+        f"{data.get('examples', 0)} examples{extra}; {_change(e)}"
     ]
     lines += _merge_notes(t, e)
     return lines
@@ -69,9 +72,8 @@ def _merge_notes(t: Trace, e: Mapping[str, Any]) -> list[str]:
 def _iteration(t: Trace, e: Mapping[str, Any]) -> list[str]:
     m = e.get("metrics") or {}
     return [
-        f"iteration {e.get('iteration')}/{e.get('max_iterations')} evaluated: "
-        f"F1 {pct(m.get('f1'))}  P {pct(m.get('precision'))}  R {pct(m.get('recall'))}  "
-        f"exact {pct(m.get('exact_match'))}  ({m.get('failures', 0)} failures)"
+        f"iteration {e.get('iteration')}/{e.get('max_iterations')}: F1 {pct(m.get('f1'))} "
+        f"P {pct(m.get('precision'))} R {pct(m.get('recall'))}, {m.get('failures', 0)} failures"
     ]
 
 
@@ -144,8 +146,8 @@ def _refined(t: Trace, e: Mapping[str, Any]) -> list[str]:
     kept = e.get("kept_iteration")
     source = "synthesis" if kept == 0 else f"iteration {kept}"
     lines = [
-        f"refinement ended ({reason}) after {e.get('iterations')}/{e.get('max_iterations')} "
-        f"iterations; best F1 {pct(m.get('f1'))}"
+        f"refined: {reason} at iteration {e.get('iterations')}/{e.get('max_iterations')}, "
+        f"best F1 {pct(m.get('f1'))}"
     ]
     if e.get("kept_earlier"):
         lines.append(f"  kept the earlier rules of step #{e.get('kept_seq')} ({source})  "
@@ -180,13 +182,17 @@ _RENDERERS: dict[str, Callable[[Trace, Mapping[str, Any]], list[str]]] = {
 def _event_lines(trace: Trace, event: Mapping[str, Any]) -> list[str]:
     render = _RENDERERS.get(str(event.get("type")))
     lines = render(trace, event) if render else [f"{event.get('type')} (unknown event type)"]
-    seq = f"{event.get('seq', '?'):>4}"
     t = event.get("t")
-    clock = f"{t:7.2f}s" if isinstance(t, (int, float)) else " " * 8
+    clock = f"{t:.1f}s" if isinstance(t, (int, float)) else ""
     rules = event.get("rules_after")
-    count = f"{len(rules):>5}" if isinstance(rules, list) else " " * 5
-    out = [f"{seq} {clock} {count}  {lines[0]}"]
-    out += [f"{'':>4} {'':>8} {'':>5}  {line}" for line in lines[1:]]
+    count = str(len(rules)) if isinstance(rules, list) else ""
+    prefix = f"{event.get('seq', '?'):>3} {clock:>6} {count:>3}  "
+    out = []
+    for number, line in enumerate(lines):
+        lead = prefix if number == 0 else " " * len(prefix)
+        out += textwrap.wrap(
+            line, WIDTH, initial_indent=lead, subsequent_indent=" " * (len(prefix) + 2)
+        ) or [lead]
     return out
 
 
@@ -199,12 +205,12 @@ def _header(trace: Trace) -> list[str]:
         "=" * WIDTH,
         f"RULECHEF TRACE  {run.get('dataset')}  ({run.get('kind')}, {run.get('status')}, {took})",
         "=" * WIDTH,
-        f"  Task: {run.get('task')} ({run.get('task_type')})   rulechef {run.get('rulechef_version')}"
-        f"   coordinator: {coordinator}",
-        f"  Started {run.get('started_at')}   run {str(run.get('id'))[:12]}",
+        f"  Task: {run.get('task')} ({run.get('task_type')})   coordinator: {coordinator}",
+        f"  Started {run.get('started_at')}   rulechef {run.get('rulechef_version')}"
+        f"   run {str(run.get('id'))[:8]}",
         "",
-        f"{'seq':>4} {'time':>8} {'rules':>5}  step",
-        "  " + "-" * (WIDTH - 4),
+        f"{'seq':>3} {'time':>6} {'rules':>3}  step",
+        "  " + "-" * (WIDTH - 2),
     ]
 
 

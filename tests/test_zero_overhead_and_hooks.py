@@ -1,0 +1,193 @@
+"""Nobody listening means rulechef exactly as shipped; listening is plain blinker."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from rulechef.engine import RuleChef
+from rulechef.learner import RuleLearner
+from rulechef.pipeline import LearningPipeline
+
+import rulechef_trace
+from rulechef_trace import instrument, patch_decided, record_trace, run_started, synthesized
+from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, make_chef
+
+ORIGINALS = {
+    (cls, name): cls.__dict__[name]
+    for cls, name in [
+        (LearningPipeline, "run"),
+        (LearningPipeline, "_synthesize"),
+        (LearningPipeline, "_merge_rules"),
+        (LearningPipeline, "_audit_rules"),
+        (RuleLearner, "synthesize_ruleset"),
+        (RuleLearner, "synthesize_ruleset_per_class"),
+        (RuleLearner, "evaluate_and_refine"),
+        (RuleLearner, "synthesize_patch_ruleset"),
+        (RuleLearner, "_merge_patch"),
+        (RuleLearner, "_dedup_rules"),
+        (RuleLearner, "_log_patch_decision"),
+        (RuleLearner, "_run_mid_refinement_audit"),
+        (RuleLearner, "_evaluate_rules"),
+        (RuleChef, "evaluate"),
+        (RuleChef, "rank_rules"),
+    ]
+}
+
+
+def assert_rulechef_as_shipped(chef: Any = None) -> None:
+    for (cls, name), original in ORIGINALS.items():
+        assert cls.__dict__[name] is original, f"{cls.__name__}.{name} is not the original"
+    assert not instrument.installed()
+    if chef is not None:
+        for name in ("guide_refinement", "audit_rules", "critique_rules"):
+            assert name not in vars(chef.coordinator), f"coordinator.{name} left patched"
+
+
+def test_every_hooked_method_is_in_the_identity_check():
+    hooked = {(h.owner.split(":")[1], h.name) for h in instrument.HOOKS}
+    checked = {(cls.__name__, name) for cls, name in ORIGINALS}
+    assert hooked <= checked
+
+
+def test_importing_the_package_leaves_rulechef_untouched():
+    assert rulechef_trace.__version__
+    assert_rulechef_as_shipped()
+
+
+def test_an_untraced_run_runs_the_original_functions(tmp_path):
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]), "agentic")
+    chef.learn_rules(max_refinement_iterations=2)
+    assert_rulechef_as_shipped(chef)
+    assert not list(tmp_path.glob("*.trace.json"))
+
+
+def test_hooks_exist_only_while_somebody_listens(tmp_path):
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]), "agentic")
+    with record_trace(chef):
+        assert instrument.installed()
+        assert LearningPipeline.__dict__["run"] is not ORIGINALS[(LearningPipeline, "run")]
+        chef.learn_rules(max_refinement_iterations=2)
+    assert_rulechef_as_shipped(chef)
+
+
+def test_staticmethods_are_restored_as_the_same_staticmethod_objects(tmp_path):
+    with record_trace(make_chef(tmp_path, ScriptedLLM())):
+        assert isinstance(RuleLearner.__dict__["_merge_patch"], staticmethod)
+        assert RuleLearner.__dict__["_merge_patch"] is not ORIGINALS[(RuleLearner, "_merge_patch")]
+    assert RuleLearner.__dict__["_merge_patch"] is ORIGINALS[(RuleLearner, "_merge_patch")]
+
+
+def test_repeated_attach_detach_never_nests_wrappers(tmp_path):
+    chef = make_chef(tmp_path, ScriptedLLM())
+    for _ in range(50):
+        with record_trace(chef, write=False), record_trace(chef, write=False):
+            run = LearningPipeline.__dict__["run"]
+            assert run.__wrapped__ is ORIGINALS[(LearningPipeline, "run")]
+    assert_rulechef_as_shipped(chef)
+
+
+def test_plain_blinker_connect_receives_the_events_of_one_chef(tmp_path):
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK, FIX_ALL]))
+    other = make_chef(tmp_path / "other", ScriptedLLM(patch=[BREAK, FIX_ALL]))
+    seen: list[tuple[Any, dict[str, Any]]] = []
+
+    def on_patch(sender: Any, **event: Any) -> None:
+        seen.append((sender, event))
+
+    with patch_decided.connected_to(on_patch, sender=chef):
+        chef.learn_rules(max_refinement_iterations=3)
+        other.learn_rules(max_refinement_iterations=3)
+    assert [e["outcome"] for _, e in seen] == ["rejected", "accepted"]
+    assert all(sender is chef for sender, _ in seen)
+    assert seen[0][1]["seq"] < seen[1][1]["seq"]
+    assert_rulechef_as_shipped(chef)
+
+
+def test_a_weakly_connected_receiver_keeps_hooks_only_while_alive(tmp_path):
+    def on_start(sender: Any, **event: Any) -> None:
+        pass
+
+    run_started.connect(on_start)
+    assert instrument.installed()
+    del on_start
+    import gc
+
+    gc.collect()
+    assert_rulechef_as_shipped()
+
+
+def test_a_receiver_disconnected_from_its_only_sender_uninstalls(tmp_path):
+    chef = make_chef(tmp_path, ScriptedLLM())
+    received: list[int] = []
+
+    def on_synth(sender: Any, **event: Any) -> None:
+        received.append(event["seq"])
+
+    synthesized.connect(on_synth, sender=chef, weak=False)
+    assert instrument.installed()
+    synthesized.disconnect(on_synth, sender=chef)
+    chef.learn_rules(max_refinement_iterations=1)
+    assert received == []
+    assert_rulechef_as_shipped(chef)
+    synthesized.disconnect(on_synth)
+
+
+def test_a_raising_receiver_never_breaks_the_run(tmp_path, caplog):
+    untraced = make_chef(tmp_path / "a", ScriptedLLM(patch=[BREAK, FIX_ALL]))
+    expected = untraced.learn_rules(max_refinement_iterations=3)
+    chef = make_chef(tmp_path / "b", ScriptedLLM(patch=[BREAK, FIX_ALL]))
+    after: list[str] = []
+
+    def explode(sender: Any, **event: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    def note(sender: Any, **event: Any) -> None:
+        after.append(event["outcome"])
+
+    patch_decided.connect(explode, weak=False)
+    patch_decided.connect(note, weak=False)
+    try:
+        with caplog.at_level(logging.ERROR, logger="rulechef_trace"), record_trace(chef) as rec:
+            result = chef.learn_rules(max_refinement_iterations=3)
+    finally:
+        patch_decided.disconnect(explode)
+        patch_decided.disconnect(note)
+    assert [r.name for r in result[0]] == [r.name for r in expected[0]]
+    assert result[1].micro_f1 == expected[1].micro_f1
+    assert after == ["rejected", "accepted"]
+    assert rec.last.run["stats"]["receiver_errors"] == 2
+    assert sum("receiver bug" in r.exc_text for r in caplog.records if r.exc_text) == 2
+
+
+def test_strict_mode_reraises_receiver_errors(tmp_path, monkeypatch):
+    chef = make_chef(tmp_path, ScriptedLLM())
+
+    def explode(sender: Any, **event: Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    with record_trace(chef, strict=True), synthesized.connected_to(explode):
+        with pytest.raises(RuntimeError, match="receiver bug"):
+            chef.learn_rules(max_refinement_iterations=1)
+    monkeypatch.setenv("RULECHEF_TRACE_STRICT", "1")
+    with record_trace(chef), synthesized.connected_to(explode):
+        with pytest.raises(RuntimeError, match="receiver bug"):
+            chef.learn_rules(max_refinement_iterations=1)
+
+
+def test_a_failing_hook_is_logged_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
+    def broken(*args: Any) -> None:
+        raise ZeroDivisionError("hook bug")
+
+    monkeypatch.setattr(instrument, "_on_patch_decision", broken)
+    untraced = make_chef(tmp_path / "a", ScriptedLLM(patch=[BREAK, FIX_ALL]))
+    expected = untraced.learn_rules(max_refinement_iterations=3)
+    chef = make_chef(tmp_path / "b", ScriptedLLM(patch=[BREAK, FIX_ALL]))
+    with caplog.at_level(logging.ERROR, logger="rulechef_trace"), record_trace(chef) as rec:
+        result = chef.learn_rules(max_refinement_iterations=3)
+    assert [r.name for r in result[0]] == [r.name for r in expected[0]]
+    assert rec.last.run["stats"]["hook_errors"] == 2
+    assert any("hook patch_decided failed" in r.getMessage() for r in caplog.records)
+    with record_trace(chef, strict=True), pytest.raises(ZeroDivisionError):
+        make_chef(tmp_path / "c", ScriptedLLM(patch=[BREAK])).learn_rules(max_refinement_iterations=1)
