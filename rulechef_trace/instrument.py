@@ -36,6 +36,7 @@ The hook table (rulechef method -> signals)::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from blinker import Signal
+from blinker import NamedSignal
 
 from rulechef_trace import signals as sig
 
@@ -126,7 +127,7 @@ def _remember(state: RunState, rules: Iterable[Any]) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _emit(state: RunState, signal: Signal, fields: dict[str, Any]) -> None:
+def _emit(state: RunState, signal: NamedSignal, fields: dict[str, Any]) -> None:
     """Number the event and send it to the receivers of this chef."""
     state.seq += 1
     if not signal.receivers:
@@ -140,9 +141,7 @@ def _emit(state: RunState, signal: Signal, fields: dict[str, Any]) -> None:
     state.receiver_errors += sig.send_safely(signal, state.chef, payload)
 
 
-def _emit_change(
-    state: RunState, signal: Signal, after: list[str], fields: dict[str, Any]
-) -> None:
+def _emit_change(state: RunState, signal: NamedSignal, after: list[str], fields: dict[str, Any]) -> None:
     """Emit an event that moves the working rule set to ``after``."""
     before = set(state.working)
     after_set = set(after)
@@ -285,7 +284,9 @@ def explain_name_merge(
     }
 
 
-def explain_audit(actions: Iterable[Any], before: list[Any], after_ids: list[str]) -> dict[str, Any]:
+def explain_audit(
+    actions: Iterable[Any], before: list[Any], after_ids: list[str]
+) -> dict[str, Any]:
     """Replay rulechef's audit rules on ids to say what was applied, skipped or reverted.
 
     rulechef applies a merge only when at least two of its ids are known and
@@ -560,8 +561,15 @@ def _wrap_merge_rules(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, existing, patches, deleted_names)
         result = original(self, existing, patches, deleted_names)
         _guard(
-            state, "synthesized", _after_incremental_merge, state, self._chef, existing,
-            patches, deleted_names, result,
+            state,
+            "synthesized",
+            _after_incremental_merge,
+            state,
+            self._chef,
+            existing,
+            patches,
+            deleted_names,
+            result,
         )
         return result
 
@@ -620,7 +628,13 @@ def _wrap_audit_rules(original: Callable[..., Any]) -> Callable[..., Any]:
         result = original(self, rules, eval_result, *args)
         state.phase = "done"
         _guard(
-            state, "audit_applied", _after_audit, state, "final", before, eval_result,
+            state,
+            "audit_applied",
+            _after_audit,
+            state,
+            "final",
+            before,
+            eval_result,
             result[0] if isinstance(result, tuple) else self._chef.dataset.rules,
         )
         return result
@@ -886,8 +900,13 @@ def _on_patch_decision(
     _emit(
         state,
         sig.patch_decided,
-        {**fields, "added": [], "removed": [], "rules_after": list(state.working),
-         "rule_names": _names_for(state, [], fields)},
+        {
+            **fields,
+            "added": [],
+            "removed": [],
+            "rules_after": list(state.working),
+            "rule_names": _names_for(state, [], fields),
+        },
     )
 
 
@@ -907,15 +926,23 @@ def _wrap_mid_audit(original: Callable[..., Any]) -> Callable[..., Any]:
         result = original(self, *args, **kwargs)
         state.phase = "refinement"
         _guard(
-            state, "audit_applied", _after_audit, state, "mid_refinement", before,
-            a["eval_result"], result,
+            state,
+            "audit_applied",
+            _after_audit,
+            state,
+            "mid_refinement",
+            before,
+            a["eval_result"],
+            result,
         )
         return result
 
     return _run_mid_refinement_audit
 
 
-def _wrap_capture_eval(phases: frozenset[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _wrap_capture_eval(
+    phases: frozenset[str],
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         def evaluate(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -991,7 +1018,9 @@ def _coordinator_guide(original: Callable[..., Any]) -> Callable[..., Any]:
     return guide_refinement
 
 
-def _on_guidance(state: RunState, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+def _on_guidance(
+    state: RunState, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
+) -> None:
     guidance, should_continue = result
     eval_result = args[0] if args else kwargs.get("eval_result")
     has_failures = bool(getattr(eval_result, "failures", None))
@@ -1069,8 +1098,8 @@ def _patch_coordinator(coordinator: Any) -> bool:
     with _coordinator_lock:
         key = id(coordinator)
         if key in _coordinator_patches:
-            count, saved = _coordinator_patches[key]
-            _coordinator_patches[key] = (count + 1, saved)
+            count, previous = _coordinator_patches[key]
+            _coordinator_patches[key] = (count + 1, previous)
             return True
         saved: dict[str, Any] = {}
         own = getattr(coordinator, "__dict__", None)
@@ -1125,33 +1154,97 @@ class Hook:
 
 HOOKS: tuple[Hook, ...] = (
     Hook("rulechef.pipeline:LearningPipeline", "run", _wrap_run, (), "every learning-run event"),
-    Hook("rulechef.pipeline:LearningPipeline", "_synthesize", _wrap_synthesize,
-         ("incremental_only",), "synthesized"),
-    Hook("rulechef.pipeline:LearningPipeline", "_merge_rules", _wrap_merge_rules,
-         ("existing", "patches", "deleted_names"), "synthesized (incremental), pruned"),
-    Hook("rulechef.pipeline:LearningPipeline", "_audit_rules", _wrap_audit_rules,
-         ("rules", "eval_result"), "audit_applied (final)"),
-    Hook("rulechef.learner:RuleLearner", "synthesize_ruleset", _wrap_mark_mode("bulk"), (),
-         "synthesized mode"),
-    Hook("rulechef.learner:RuleLearner", "synthesize_ruleset_per_class",
-         _wrap_mark_mode("per_class"), (), "synthesized mode"),
-    Hook("rulechef.learner:RuleLearner", "evaluate_and_refine", _wrap_evaluate_and_refine,
-         ("iteration_callback", "max_iterations"), "iteration_evaluated, refined"),
-    Hook("rulechef.learner:RuleLearner", "synthesize_patch_ruleset", _wrap_patch_ruleset,
-         ("failures", "class_metrics"), "patch_decided (empty patches, failure summaries)"),
-    Hook("rulechef.learner:RuleLearner", "_merge_patch", _wrap_merge_patch,
-         ("existing", "patches", "deleted_names"), "patch_decided rule changes"),
-    Hook("rulechef.learner:RuleLearner", "_log_patch_decision", _wrap_log_patch_decision,
-         ("iteration", "prev_eval", "candidate_eval", "accepted", "on_dev", "deleted_names"),
-         "patch_decided"),
-    Hook("rulechef.learner:RuleLearner", "_run_mid_refinement_audit", _wrap_mid_audit,
-         ("rules", "eval_result"), "audit_applied (mid_refinement)"),
-    Hook("rulechef.learner:RuleLearner", "_evaluate_rules",
-         _wrap_capture_eval(frozenset({"mid_audit"})), (), "mid-refinement audit metrics"),
-    Hook("rulechef.engine:RuleChef", "evaluate", _wrap_capture_eval(frozenset({"final_audit"})),
-         (), "final audit metrics"),
-    Hook("rulechef.engine:RuleChef", "rank_rules", _wrap_rank_rules, ("prune",),
-         "rank_rules(prune=True) traces"),
+    Hook(
+        "rulechef.pipeline:LearningPipeline",
+        "_synthesize",
+        _wrap_synthesize,
+        ("incremental_only",),
+        "synthesized",
+    ),
+    Hook(
+        "rulechef.pipeline:LearningPipeline",
+        "_merge_rules",
+        _wrap_merge_rules,
+        ("existing", "patches", "deleted_names"),
+        "synthesized (incremental), pruned",
+    ),
+    Hook(
+        "rulechef.pipeline:LearningPipeline",
+        "_audit_rules",
+        _wrap_audit_rules,
+        ("rules", "eval_result"),
+        "audit_applied (final)",
+    ),
+    Hook(
+        "rulechef.learner:RuleLearner",
+        "synthesize_ruleset",
+        _wrap_mark_mode("bulk"),
+        (),
+        "synthesized mode",
+    ),
+    Hook(
+        "rulechef.learner:RuleLearner",
+        "synthesize_ruleset_per_class",
+        _wrap_mark_mode("per_class"),
+        (),
+        "synthesized mode",
+    ),
+    Hook(
+        "rulechef.learner:RuleLearner",
+        "evaluate_and_refine",
+        _wrap_evaluate_and_refine,
+        ("iteration_callback", "max_iterations"),
+        "iteration_evaluated, refined",
+    ),
+    Hook(
+        "rulechef.learner:RuleLearner",
+        "synthesize_patch_ruleset",
+        _wrap_patch_ruleset,
+        ("failures", "class_metrics"),
+        "patch_decided (empty patches, failure summaries)",
+    ),
+    Hook(
+        "rulechef.learner:RuleLearner",
+        "_merge_patch",
+        _wrap_merge_patch,
+        ("existing", "patches", "deleted_names"),
+        "patch_decided rule changes",
+    ),
+    Hook(
+        "rulechef.learner:RuleLearner",
+        "_log_patch_decision",
+        _wrap_log_patch_decision,
+        ("iteration", "prev_eval", "candidate_eval", "accepted", "on_dev", "deleted_names"),
+        "patch_decided",
+    ),
+    Hook(
+        "rulechef.learner:RuleLearner",
+        "_run_mid_refinement_audit",
+        _wrap_mid_audit,
+        ("rules", "eval_result"),
+        "audit_applied (mid_refinement)",
+    ),
+    Hook(
+        "rulechef.learner:RuleLearner",
+        "_evaluate_rules",
+        _wrap_capture_eval(frozenset({"mid_audit"})),
+        (),
+        "mid-refinement audit metrics",
+    ),
+    Hook(
+        "rulechef.engine:RuleChef",
+        "evaluate",
+        _wrap_capture_eval(frozenset({"final_audit"})),
+        (),
+        "final audit metrics",
+    ),
+    Hook(
+        "rulechef.engine:RuleChef",
+        "rank_rules",
+        _wrap_rank_rules,
+        ("prune",),
+        "rank_rules(prune=True) traces",
+    ),
 )
 
 _lock = threading.RLock()
@@ -1231,7 +1324,7 @@ def _uninstall() -> None:
     _originals.clear()
 
 
-def _live_receivers(signal: Signal) -> int:
+def _live_receivers(signal: NamedSignal) -> int:
     """Count receivers that would still be called for some sender."""
     count = 0
     by_receiver = getattr(signal, "_by_receiver", None)
@@ -1268,19 +1361,17 @@ def refresh() -> None:
             _uninstall()
 
 
-def _on_connected(signal: Signal, **kwargs: Any) -> None:
+def _on_connected(signal: NamedSignal, **kwargs: Any) -> None:
     receiver = kwargs.get("receiver")
     if kwargs.get("weak", True) and receiver is not None:
         # blinker forgets a collected weak receiver without telling anybody.
         target = getattr(receiver, "__self__", receiver)
-        try:
+        with contextlib.suppress(TypeError):
             weakref.finalize(target, refresh)
-        except TypeError:
-            pass
     refresh()
 
 
-def _on_disconnected(signal: Signal, **kwargs: Any) -> None:
+def _on_disconnected(signal: NamedSignal, **kwargs: Any) -> None:
     refresh()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -148,7 +149,9 @@ class TraceRecorder:
         targets = []
         if self.history:
             stamp = "".join(c for c in str(run.get("started_at") or "") if c.isdigit())
-            name = f"{stamp[:8]}T{stamp[8:17]}Z_{run.get('kind')}_{str(run.get('id'))[:8]}.trace.json"
+            name = (
+                f"{stamp[:8]}T{stamp[8:17]}Z_{run.get('kind')}_{str(run.get('id'))[:8]}.trace.json"
+            )
             targets.append(history_dir(folder, dataset) / name)
         if run.get("kind") == "learn":
             targets.append(trace_path(folder, dataset))
@@ -210,10 +213,8 @@ def write_atomic(target: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

@@ -59,7 +59,9 @@ def _synthesized(t: Trace, e: Mapping[str, Any]) -> list[str]:
 def _merge_notes(t: Trace, e: Mapping[str, Any]) -> list[str]:
     notes = []
     for pair in e.get("replaced") or []:
-        notes.append(f"  replaced {_short(t.name_of(pair['old']))} ({pair['old']}) by {pair['new']}")
+        notes.append(
+            f"  replaced {_short(t.name_of(pair['old']))} ({pair['old']}) by {pair['new']}"
+        )
     if e.get("deleted"):
         notes.append(f"  deleted {_names(t, e['deleted'])}")
     if e.get("collapsed"):
@@ -98,8 +100,11 @@ def _patch(t: Trace, e: Mapping[str, Any]) -> list[str]:
     where = " on dev" if e.get("on_dev") else ""
     lines = [f"{head}{where}: {_metrics_move(e.get('metrics_before'), e.get('metrics_after'))}"]
     if outcome == "accepted":
-        lines.append(f"  {_change(e)}: added {_names(t, e.get('added'))}" if e.get("added")
-                     else f"  {_change(e)}")
+        lines.append(
+            f"  {_change(e)}: added {_names(t, e.get('added'))}"
+            if e.get("added")
+            else f"  {_change(e)}"
+        )
         lines += _merge_notes(t, e)
     else:
         proposed = e.get("proposed") or {}
@@ -119,8 +124,9 @@ def _audit(t: Trace, e: Mapping[str, Any]) -> list[str]:
     for a in actions:
         if a.get("action") == "merge":
             result = a.get("result") or "discarded"
-            lines.append(f"  merged {_names(t, a.get('sources'))} → {_short(str(a.get('name')))} "
-                         f"({result})")
+            lines.append(
+                f"  merged {_names(t, a.get('sources'))} → {_short(str(a.get('name')))} ({result})"
+            )
         else:
             lines.append(f"  removed {_names(t, a.get('rules'))}")
     for s in skipped:
@@ -150,8 +156,9 @@ def _refined(t: Trace, e: Mapping[str, Any]) -> list[str]:
         f"best F1 {pct(m.get('f1'))}"
     ]
     if e.get("kept_earlier"):
-        lines.append(f"  kept the earlier rules of step #{e.get('kept_seq')} ({source})  "
-                     f"{_change(e)}")
+        lines.append(
+            f"  kept the earlier rules of step #{e.get('kept_seq')} ({source})  {_change(e)}"
+        )
     return lines
 
 
@@ -225,8 +232,10 @@ def _footer(trace: Trace) -> list[str]:
             f"R {pct(metrics.get('recall'))}  exact {pct(metrics.get('exact_match'))}"
         )
         for cm in metrics.get("per_class") or []:
-            lines.append(f"    {_short(str(cm.get('label')), 24):<24} F1 {pct(cm.get('f1')):>6}  "
-                         f"P {pct(cm.get('precision')):>6}  R {pct(cm.get('recall')):>6}")
+            lines.append(
+                f"    {_short(str(cm.get('label')), 24):<24} F1 {pct(cm.get('f1')):>6}  "
+                f"P {pct(cm.get('precision')):>6}  R {pct(cm.get('recall')):>6}"
+            )
     for rule in rules:
         lines.append(f"    - {_short(str(rule.get('name')), 40):<40} {rule.get('id')}")
     error = trace.run.get("error")

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from blinker import Namespace, Signal
+from blinker import NamedSignal, Namespace
 
 __all__ = [
     "ALL_SIGNALS",
@@ -74,7 +74,7 @@ refined = namespace.signal(
 finalized = namespace.signal("finalized", doc="The run ended, in any way. Always the last event.")
 
 #: Every signal of the package, in the order a run emits them first.
-ALL_SIGNALS: tuple[Signal, ...] = (
+ALL_SIGNALS: tuple[NamedSignal, ...] = (
     run_started,
     synthesized,
     iteration_evaluated,
@@ -120,7 +120,7 @@ def strict_mode(enabled: bool = True) -> Iterator[None]:
         _strict.reset(token)
 
 
-def send_safely(signal: Signal, sender: Any, payload: dict[str, Any]) -> int:
+def send_safely(signal: NamedSignal, sender: Any, payload: dict[str, Any]) -> int:
     """Call every receiver of ``signal`` for ``sender``; one failing never stops the rest.
 
     blinker's own ``send`` lets a receiver's exception escape into the sender

@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "EVENT_TYPES",
     "FORMAT",
     "VERSION",
-    "EVENT_TYPES",
     "ReplayError",
     "Trace",
     "TraceError",
@@ -243,10 +243,7 @@ def load_trace(path: str | Path) -> Trace:
     """
     p = Path(path)
     data = _read_bytes(p)
-    if p.suffix == ".jsonl":
-        trace = _parse_stream(data, p)
-    else:
-        trace = _parse_document(data, p)
+    trace = _parse_stream(data, p) if p.suffix == ".jsonl" else _parse_document(data, p)
     problems = validate(trace)
     if problems:
         raise TraceError(problems[0], p)
@@ -278,7 +275,7 @@ def _parse_document(data: bytes, p: Path) -> Trace:
 
 def _check_header(obj: Any, p: Path | None) -> None:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise TraceError("not a rulechef-trace file (no \"format\": \"rulechef-trace\")", p)
+        raise TraceError('not a rulechef-trace file (no "format": "rulechef-trace")', p)
     version = obj.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise TraceError("format version is missing or not an integer", p)
@@ -339,13 +336,13 @@ def validate(trace: Any) -> list[str]:
 def _structure_problems(trace: Mapping[str, Any]) -> list[str]:
     run, events, final = trace.get("run"), trace.get("events"), trace.get("final")
     if not isinstance(run, dict):
-        return ["\"run\" is missing or not an object"]
+        return ['"run" is missing or not an object']
     if run.get("status") not in STATUSES:
         return [f"run.status {run.get('status')!r} is not one of {', '.join(STATUSES)}"]
     if not isinstance(events, list) or not events:
-        return ["\"events\" is missing, empty or not a list"]
+        return ['"events" is missing, empty or not a list']
     if not isinstance(final, dict) or not isinstance(final.get("rules"), list):
-        return ["\"final.rules\" is missing or not a list"]
+        return ['"final.rules" is missing or not a list']
     problems = _event_problems(events, run["status"])
     for rule in final["rules"]:
         if not isinstance(rule, dict) or not isinstance(rule.get("id"), str):

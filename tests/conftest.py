@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from rulechef_trace import ALL_SIGNALS, Trace, record_trace, replay, validate
-from rulechef_trace import instrument
+from rulechef_trace import ALL_SIGNALS, Trace, instrument, record_trace, replay, validate
 
 
 @pytest.fixture(autouse=True)

@@ -155,8 +155,12 @@ def task() -> Task:
 class StopAfterCoordinator(CoordinatorProtocol):
     """A user's own coordinator: stops after N iterations, audits by a callable."""
 
-    def __init__(self, stop_after: int = 99, audit: Callable[[list[Any]], AuditResult] | None = None,
-                 critique: Callable[[list[Any]], dict[str, Any] | None] | None = None):
+    def __init__(
+        self,
+        stop_after: int = 99,
+        audit: Callable[[list[Any]], AuditResult] | None = None,
+        critique: Callable[[list[Any]], dict[str, Any] | None] | None = None,
+    ):
         self.stop_after = stop_after
         self.audit = audit
         self.critique = critique
@@ -197,7 +201,11 @@ def make_chef(
     """A chef on the sentiment task with its examples added (not learned yet)."""
     if coordinator == "agentic":
         coordinator = AgenticCoordinator(
-            llm, prune_after_learn=True, enable_critic=True, audit_interval=2, critic_interval=2,
+            llm,
+            prune_after_learn=True,
+            enable_critic=True,
+            audit_interval=2,
+            critic_interval=2,
             verbose=False,
         )
     elif coordinator == "simple":

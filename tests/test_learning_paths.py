@@ -94,7 +94,7 @@ def test_patch_decisions_match_rulechefs_training_logger(tmp_path, learn, coordi
     decided = trace.events_of("patch_decided")
     records = patch_records(log)
     assert [e["accepted"] for e in decided] == [r["accepted"] for r in records] == [False, True]
-    for event, record in zip(decided, records):
+    for event, record in zip(decided, records, strict=True):
         assert event["iteration"] == record["iteration"]
         assert round(event["metrics_before"]["f1"], 4) == record["prev_micro_f1"]
         assert round(event["metrics_after"]["f1"], 4) == record["candidate_micro_f1"]
@@ -225,8 +225,9 @@ def test_refinement_stops_when_training_has_no_failures(tmp_path, learn):
     data = [(f"p{i}", "pos") for i in range(10)] + [(f"n{i}", "neg") for i in range(10)]
     train_words = train_texts_by_label(data, holdout=0.3, seed=42)
     llm = ScriptedLLM(
-        per_class=lambda p: {"rules": [rule(f"{c} seen", "|".join(train_words[c]), c)
-                                       for c in [target_class(p)]]}
+        per_class=lambda p: {
+            "rules": [rule(f"{c} seen", "|".join(train_words[c]), c) for c in [target_class(p)]]
+        }
     )
     chef = make_chef(tmp_path, llm, data=data)
     trace, _ = learn(chef, max_refinement_iterations=3, holdout_fraction=0.3, split_seed=42)
@@ -237,7 +238,9 @@ def test_refinement_stops_when_training_has_no_failures(tmp_path, learn):
     assert trace.events_of("patch_decided") == []
 
 
-def train_texts_by_label(data: list[tuple[str, str]], holdout: float, seed: int) -> dict[str, list[str]]:
+def train_texts_by_label(
+    data: list[tuple[str, str]], holdout: float, seed: int
+) -> dict[str, list[str]]:
     dataset = Dataset(name="probe", task=task())
     dataset.examples = [
         Example(id=str(i), input={"text": t}, expected_output={"label": label}, source="human")
@@ -295,15 +298,23 @@ def test_mid_refinement_audit_merges_rules(tmp_path, learn, coordinator):
         by_name = {r.name: r.id for r in rules}
         if "pos more" not in by_name:
             return AuditResult()
-        return AuditResult(actions=[AuditAction(
-            "merge", [by_name["pos words"], by_name["pos more"]], "overlap",
-            r"(?i)\b(good|great|nice|lovely)\b", "pos all")])
+        return AuditResult(
+            actions=[
+                AuditAction(
+                    "merge",
+                    [by_name["pos words"], by_name["pos more"]],
+                    "overlap",
+                    r"(?i)\b(good|great|nice|lovely)\b",
+                    "pos all",
+                )
+            ]
+        )
 
     llm = ScriptedLLM(patch=[FIX_POS, FIX_NEG], audit=[merge_pos, {"actions": []}])
     chosen = StopAfterCoordinator(audit=custom_audit) if coordinator == "custom" else "agentic"
     chef = make_chef(tmp_path, llm, chosen)
     trace, _ = learn(chef, max_refinement_iterations=3)
-    mid = [a for a in trace.events_of("audit_applied") if a["stage"] == "mid_refinement"][0]
+    mid = next(a for a in trace.events_of("audit_applied") if a["stage"] == "mid_refinement")
     (merge,) = mid["actions"]
     assert mid["iteration"] == 2 and mid["reverted"] is False
     assert names(trace, merge["sources"]) == ["pos more", "pos words"]
@@ -318,7 +329,7 @@ def test_mid_refinement_audit_that_drops_f1_is_reverted(tmp_path, learn):
     llm = ScriptedLLM(patch=[FIX_POS, BREAK], audit=[bad_merge, {"actions": []}])
     chef = make_chef(tmp_path, llm, "agentic")
     trace, _ = learn(chef, max_refinement_iterations=2)
-    mid = [a for a in trace.events_of("audit_applied") if a["stage"] == "mid_refinement"][0]
+    mid = next(a for a in trace.events_of("audit_applied") if a["stage"] == "mid_refinement")
     assert mid["reverted"] is True
     assert mid["added"] == [] and mid["removed"] == []
     assert mid["actions"][0]["result"] is None
@@ -331,21 +342,42 @@ def test_final_audit_applies_merges_and_removals_and_reports_skipped_ones(
 ):
     def actions(ids: dict[str, str]) -> list[dict[str, Any]]:
         return [
-            {"action": "merge", "rule_ids": [ids["pos words"], ids["pos more"]],
-             "merged_pattern": r"(?i)\b(good|great|nice|lovely)\b", "merged_name": "pos all",
-             "reason": "overlap"},
-            {"action": "merge", "rule_ids": [ids["neg words"], "nosuchid"],
-             "merged_pattern": "x", "reason": "unknown id"},
-            {"action": "merge", "rule_ids": [ids["neg words"], ids["neg more"]],
-             "merged_pattern": "(unclosed", "reason": "bad pattern"},
+            {
+                "action": "merge",
+                "rule_ids": [ids["pos words"], ids["pos more"]],
+                "merged_pattern": r"(?i)\b(good|great|nice|lovely)\b",
+                "merged_name": "pos all",
+                "reason": "overlap",
+            },
+            {
+                "action": "merge",
+                "rule_ids": [ids["neg words"], "nosuchid"],
+                "merged_pattern": "x",
+                "reason": "unknown id",
+            },
+            {
+                "action": "merge",
+                "rule_ids": [ids["neg words"], ids["neg more"]],
+                "merged_pattern": "(unclosed",
+                "reason": "bad pattern",
+            },
             {"action": "remove", "rule_ids": ["ghost"], "reason": "gone"},
         ]
 
     def custom_audit(rules: list[Any]) -> AuditResult:
         acts = actions({r.name: r.id for r in rules})
-        return AuditResult(actions=[
-            AuditAction(a["action"], a["rule_ids"], a["reason"], a.get("merged_pattern"),
-                        a.get("merged_name")) for a in acts])
+        return AuditResult(
+            actions=[
+                AuditAction(
+                    a["action"],
+                    a["rule_ids"],
+                    a["reason"],
+                    a.get("merged_pattern"),
+                    a.get("merged_name"),
+                )
+                for a in acts
+            ]
+        )
 
     llm = ScriptedLLM(patch=[FIX_ALL], audit=lambda p: {"actions": actions(ids_by_name(p))})
     chosen = StopAfterCoordinator(audit=custom_audit) if coordinator == "custom" else "agentic"
@@ -391,8 +423,11 @@ def test_simple_coordinator_audit_proposes_nothing(tmp_path, learn):
 
 def test_critic_feedback_is_reported_by_rule_id(tmp_path, learn):
     def critique(rules: list[Any]) -> dict[str, Any]:
-        return {"analysis": "x", "rule_feedback": {rules[0].id: "be stricter"},
-                "task_guidance": "watch out"}
+        return {
+            "analysis": "x",
+            "rule_feedback": {rules[0].id: "be stricter"},
+            "task_guidance": "watch out",
+        }
 
     chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK]), StopAfterCoordinator(critique=critique))
     trace, _ = learn(chef, max_refinement_iterations=1)
@@ -435,7 +470,9 @@ def test_rank_rules_prune_is_its_own_short_trace(tmp_path, learn):
     chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
     learned, _ = learn(chef, max_refinement_iterations=2)
     harmful = rule("broad", "day|thing|food|trip|mess", "pos", priority=9)
-    chef.load_rules([*(r.to_dict() for r in chef.dataset.rules), {**harmful, "content": harmful["pattern"]}])
+    chef.load_rules(
+        [*(r.to_dict() for r in chef.dataset.rules), {**harmful, "content": harmful["pattern"]}]
+    )
     with record_trace(chef, strict=True) as recorder:
         chef.rank_rules(prune=True, verbose=False)
         chef.rank_rules(prune=False, verbose=False)

@@ -132,7 +132,7 @@ def test_two_chefs_learning_in_two_threads_get_their_own_traces(tmp_path):
         try:
             barrier.wait()
             chef.learn_rules(max_refinement_iterations=4)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     recorders = [TraceRecorder(chef, write=True) for chef in chefs]
@@ -146,7 +146,7 @@ def test_two_chefs_learning_in_two_threads_get_their_own_traces(tmp_path):
     for r in recorders:
         r.detach()
     assert errors == []
-    for chef, recorder in zip(chefs, recorders):
+    for chef, recorder in zip(chefs, recorders, strict=True):
         (trace,) = recorder.traces
         assert trace.run["dataset"] == chef.dataset.name
         assert [e["seq"] for e in trace.events] == list(range(1, len(trace.events) + 1))

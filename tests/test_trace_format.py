@@ -8,7 +8,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rulechef_trace import ReplayError, Trace, TraceError, load_trace, record_trace, replay, validate
+from rulechef_trace import (
+    ReplayError,
+    Trace,
+    TraceError,
+    load_trace,
+    record_trace,
+    replay,
+    validate,
+)
 from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, make_chef
 
 
@@ -33,8 +41,18 @@ def test_loaded_trace_is_the_v1_json(trace_file):
     assert isinstance(trace, Trace) and trace == raw
     assert trace["format"] == "rulechef-trace" and trace["version"] == 1
     assert set(trace.run) >= {
-        "id", "dataset", "task", "task_type", "started_at", "ended_at", "duration_s", "status",
-        "error", "rulechef_version", "params", "coordinator",
+        "id",
+        "dataset",
+        "task",
+        "task_type",
+        "started_at",
+        "ended_at",
+        "duration_s",
+        "status",
+        "error",
+        "rulechef_version",
+        "params",
+        "coordinator",
     }
     assert trace.run["params"]["max_refinement_iterations"] == 3
     assert trace.run["rulechef_version"].startswith("0.2.")

@@ -167,13 +167,19 @@ def test_strict_mode_reraises_receiver_errors(tmp_path, monkeypatch):
     def explode(sender: Any, **event: Any) -> None:
         raise RuntimeError("receiver bug")
 
-    with record_trace(chef, strict=True), synthesized.connected_to(explode):
-        with pytest.raises(RuntimeError, match="receiver bug"):
-            chef.learn_rules(max_refinement_iterations=1)
+    with (
+        record_trace(chef, strict=True),
+        synthesized.connected_to(explode),
+        pytest.raises(RuntimeError, match="receiver bug"),
+    ):
+        chef.learn_rules(max_refinement_iterations=1)
     monkeypatch.setenv("RULECHEF_TRACE_STRICT", "1")
-    with record_trace(chef), synthesized.connected_to(explode):
-        with pytest.raises(RuntimeError, match="receiver bug"):
-            chef.learn_rules(max_refinement_iterations=1)
+    with (
+        record_trace(chef),
+        synthesized.connected_to(explode),
+        pytest.raises(RuntimeError, match="receiver bug"),
+    ):
+        chef.learn_rules(max_refinement_iterations=1)
 
 
 def test_a_failing_hook_is_logged_and_the_run_goes_on(tmp_path, monkeypatch, caplog):
@@ -190,4 +196,6 @@ def test_a_failing_hook_is_logged_and_the_run_goes_on(tmp_path, monkeypatch, cap
     assert rec.last.run["stats"]["hook_errors"] == 2
     assert any("hook patch_decided failed" in r.getMessage() for r in caplog.records)
     with record_trace(chef, strict=True), pytest.raises(ZeroDivisionError):
-        make_chef(tmp_path / "c", ScriptedLLM(patch=[BREAK])).learn_rules(max_refinement_iterations=1)
+        make_chef(tmp_path / "c", ScriptedLLM(patch=[BREAK])).learn_rules(
+            max_refinement_iterations=1
+        )
