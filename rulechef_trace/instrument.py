@@ -141,7 +141,9 @@ def _emit(state: RunState, signal: NamedSignal, fields: dict[str, Any]) -> None:
     state.receiver_errors += sig.send_safely(signal, state.chef, payload)
 
 
-def _emit_change(state: RunState, signal: NamedSignal, after: list[str], fields: dict[str, Any]) -> None:
+def _emit_change(
+    state: RunState, signal: NamedSignal, after: list[str], fields: dict[str, Any]
+) -> None:
     """Emit an event that moves the working rule set to ``after``."""
     before = set(state.working)
     after_set = set(after)
@@ -305,7 +307,7 @@ def explain_audit(
             sources = [current[rid] for rid in ids if rid in current]
             why = _merge_skip_reason(ids, sources, a.merged_pattern)
             if why:
-                skipped.append({"action": "merge", "rules": ids, "why": why})
+                skipped.append(_skipped("merge", ids, before_ids, why))
                 continue
             base = max(sources, key=lambda r: r.priority)
             result = next(new_ids, None)
@@ -322,15 +324,25 @@ def explain_audit(
         elif a.action == "remove":
             known = [rid for rid in ids if rid in current]
             if not known:
-                skipped.append({"action": "remove", "rules": ids, "why": "unknown rule ids"})
+                skipped.append(_skipped("remove", ids, before_ids, "unknown rule ids"))
                 continue
             for rid in known:
                 current.pop(rid)
             applied.append({"action": "remove", "rules": known})
         else:
-            skipped.append({"action": str(a.action), "rules": ids, "why": "unknown action"})
+            skipped.append(_skipped("other", ids, before_ids, "unknown action"))
     reverted = bool(applied) and set(after_ids) == before_ids
     return {"actions": applied, "skipped": skipped, "reverted": reverted}
+
+
+def _skipped(action: str, ids: list[str], known: set[str], why: str) -> dict[str, Any]:
+    # Ids come from an LLM: only real rule ids may enter the trace.
+    return {
+        "action": action,
+        "rules": [rid for rid in ids if rid in known],
+        "unknown_ids": sum(1 for rid in ids if rid not in known),
+        "why": why,
+    }
 
 
 def _merge_skip_reason(ids: list[str], sources: list[Any], pattern: str | None) -> str | None:
@@ -891,7 +903,8 @@ def _on_patch_decision(
         "metrics_before": _f1p(a["prev_eval"]),
         "metrics_after": _f1p(a["candidate_eval"]),
         "failures": state.failures,
-        "deleted_names": sorted(a.get("deleted_names") or ()),
+        # Names come from an LLM: keep only those of rules the run has seen.
+        "deleted_names": sorted(set(a.get("deleted_names") or ()) & set(state.names.values())),
     }
     if accepted:
         _emit_change(state, sig.patch_decided, candidate, {**fields, **pending})
@@ -1055,14 +1068,17 @@ def _coordinator_critique(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _on_critique(state: RunState, critique: Any) -> None:
     critique = critique if isinstance(critique, dict) else {}
-    rule_feedback = critique.get("rule_feedback") or {}
+    rule_feedback = critique.get("rule_feedback")
+    rule_feedback = rule_feedback if isinstance(rule_feedback, dict) else {}
     _emit(
         state,
         sig.critiqued,
         {
             "iteration": state.iteration + 1,
             "returned": bool(critique),
-            "rules_with_feedback": sorted(str(k) for k in rule_feedback),
+            # Keys come from an LLM: only known rule ids may enter the trace.
+            "rules_with_feedback": sorted(k for k in rule_feedback if k in state.names),
+            "feedback_count": len(rule_feedback),
             "task_guidance": bool(critique.get("task_guidance")),
         },
     )

@@ -155,21 +155,22 @@ class TraceRecorder:
             targets.append(history_dir(folder, dataset) / name)
         if run.get("kind") == "learn":
             targets.append(trace_path(folder, dataset))
-        for target in targets:
-            self._write_one(target, data)
-
-    def _write_one(self, target: Path, data: bytes) -> None:
-        try:
-            write_atomic(target, data)
-        except OSError as exc:
+        failed = [(t, exc) for t in targets if (exc := self._write_one(t, data)) is not None]
+        if failed:
             self.write_errors += 1
             logger.warning(
                 "rulechef_trace: could not write %s (%s); the trace stays in recorder.traces",
-                target,
-                exc.strerror or exc,
+                ", ".join(str(t) for t, _ in failed),
+                failed[0][1].strerror or failed[0][1],
             )
-            return
+
+    def _write_one(self, target: Path, data: bytes) -> OSError | None:
+        try:
+            write_atomic(target, data)
+        except OSError as exc:
+            return exc
         self.paths.append(target)
+        return None
 
     def _stream_event(self, run_id: str, sender: Any, event: dict[str, Any]) -> None:
         try:
