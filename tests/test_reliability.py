@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import gc
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -358,7 +357,7 @@ def test_eight_chefs_in_eight_threads_each_get_a_complete_trace(tmp_path):
             barrier.wait()
             chef.learn_rules(max_refinement_iterations=4)
             chef.rank_rules(prune=True, verbose=False)
-        except BaseException as exc:  # noqa: BLE001 - asserted below
+        except BaseException as exc:
             errors.append(exc)
 
     with TraceRecorder(write=False) as recorder:
