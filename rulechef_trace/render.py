@@ -186,9 +186,16 @@ _RENDERERS: dict[str, Callable[[Trace, Mapping[str, Any]], list[str]]] = {
 }
 
 
+# A trace may come from another version or another writer: odd fields never stop the story.
+_ODD = (AttributeError, KeyError, TypeError, ValueError, IndexError)
+
+
 def _event_lines(trace: Trace, event: Mapping[str, Any]) -> list[str]:
     render = _RENDERERS.get(str(event.get("type")))
-    lines = render(trace, event) if render else [f"{event.get('type')} (unknown event type)"]
+    try:
+        lines = render(trace, event) if render else [f"{event.get('type')} (unknown event type)"]
+    except _ODD:
+        lines = [f"{event.get('type')} (details unreadable)"]
     t = event.get("t")
     clock = f"{t:.1f}s" if isinstance(t, (int, float)) else ""
     rules = event.get("rules_after")
@@ -248,10 +255,16 @@ def _footer(trace: Trace) -> list[str]:
 def render_trace(trace: Trace | Mapping[str, Any]) -> str:
     """Return the step-by-step story of a trace as text (no colour)."""
     trace = trace if isinstance(trace, Trace) else Trace(trace)
-    lines = _header(trace)
+    try:
+        lines = _header(trace)
+    except _ODD:
+        lines = ["=" * WIDTH, "RULECHEF TRACE (header unreadable)", "=" * WIDTH]
     for event in trace.events:
         lines += _event_lines(trace, event)
-    lines += _footer(trace)
+    try:
+        lines += _footer(trace)
+    except _ODD:
+        lines += ["", "  Final: unreadable", "=" * WIDTH]
     return "\n".join(lines) + "\n"
 
 

@@ -85,12 +85,14 @@ class Trace(dict[str, Any]):
     @property
     def run(self) -> dict[str, Any]:
         """The run header (id, dataset, status, timings, ...)."""
-        return self.get("run") or {}
+        run = self.get("run")
+        return run if isinstance(run, dict) else {}
 
     @property
     def events(self) -> list[dict[str, Any]]:
         """Events in sequence order."""
-        return self.get("events") or []
+        events = self.get("events")
+        return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
 
     @property
     def status(self) -> str:
@@ -100,12 +102,17 @@ class Trace(dict[str, Any]):
     @property
     def final_rules(self) -> list[str]:
         """Ids of the rules the chef had when the run ended."""
-        return [r["id"] for r in (self.get("final") or {}).get("rules", [])]
+        return [r["id"] for r in self._final().get("rules") or [] if isinstance(r, dict)]
 
     @property
     def final_metrics(self) -> dict[str, Any] | None:
         """The run's own final evaluation, or None where rulechef computed none."""
-        return (self.get("final") or {}).get("metrics")
+        metrics = self._final().get("metrics")
+        return metrics if isinstance(metrics, dict) else None
+
+    def _final(self) -> dict[str, Any]:
+        final = self.get("final")
+        return final if isinstance(final, dict) else {}
 
     def events_of(self, *types: str) -> list[dict[str, Any]]:
         """Return the events of the given types, in sequence order."""
@@ -113,8 +120,9 @@ class Trace(dict[str, Any]):
 
     def name_of(self, rule_id: str) -> str:
         """Return a rule's name, or its id when the trace does not know it."""
-        entry = (self.get("rules") or {}).get(rule_id)
-        return str(entry.get("name")) if isinstance(entry, dict) else rule_id
+        table = self.get("rules")
+        entry = table.get(rule_id) if isinstance(table, dict) and isinstance(rule_id, str) else None
+        return str(entry.get("name")) if isinstance(entry, dict) else str(rule_id)
 
 
 def trace_path(storage_path: str | Path, dataset: str) -> Path:
@@ -136,15 +144,18 @@ def build_trace(events: Iterable[Mapping[str, Any]]) -> Trace:
     Raises:
         TraceError: when there is no ``run_started`` event.
     """
-    raw = list(events)
-    ordered = sorted((_event_record(e) for e in raw), key=lambda e: e["seq"])
+    raw = sorted((dict(e) for e in events), key=_seq_of)
+    ordered = [_event_record(e) for e in raw]
     if not ordered or ordered[0]["type"] != "run_started":
         raise TraceError("no run_started event")
     start = {"run_id": raw[0].get("run_id"), **ordered[0]}
     end = ordered[-1] if ordered[-1]["type"] == "finalized" else None
+    if end is not None and not _is_id_list(end.get("rules")):
+        raise TraceError("finalized event without a list of rule ids")
     names: dict[str, dict[str, Any]] = {}
     for event in ordered:
-        for rid, name in (event.get("rule_names") or {}).items():
+        table = event.get("rule_names")
+        for rid, name in table.items() if isinstance(table, dict) else ():
             names.setdefault(rid, {"name": name})
     trace = Trace(
         format=FORMAT,
@@ -162,12 +173,17 @@ def build_trace(events: Iterable[Mapping[str, Any]]) -> Trace:
     return trace
 
 
+def _seq_of(event: Mapping[str, Any]) -> int:
+    seq = event.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise TraceError(f"event {str(event.get('type'))[:40]!r} without an integer seq")
+    return seq
+
+
 def _event_record(event: Mapping[str, Any]) -> dict[str, Any]:
     record = {k: v for k, v in event.items() if k != "run_id"}
-    if "type" not in record:
-        raise TraceError("event without a type")
-    if not isinstance(record.get("seq"), int):
-        raise TraceError(f"event {record['type']!r} without an integer seq")
+    if not isinstance(record.get("type"), str):
+        raise TraceError("event without a string type")
     return record
 
 
