@@ -40,7 +40,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import re
 import threading
 import time
 import uuid
@@ -55,6 +54,15 @@ from typing import Any
 from blinker import NamedSignal
 
 from rulechef_trace import signals as sig
+from rulechef_trace.facts import (
+    explain_audit,
+    explain_name_merge,
+    failure_summary,
+    labels_of,
+    metrics_of,
+    rule_ids,
+    short_metrics,
+)
 
 logger = logging.getLogger("rulechef_trace")
 
@@ -111,10 +119,6 @@ def current_run() -> RunState | None:
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _rule_ids(rules: Iterable[Any]) -> list[str]:
-    return [r.id for r in rules]
 
 
 def _remember(state: RunState, rules: Iterable[Any]) -> None:
@@ -191,172 +195,6 @@ def _guard(state: RunState | None, what: str, fn: Callable[..., Any], *args: Any
 
 
 # ---------------------------------------------------------------------------
-# Metrics and summaries (plain data, ids and numbers only)
-# ---------------------------------------------------------------------------
-
-
-def metrics_of(result: Any, *, per_class: bool = True) -> dict[str, Any] | None:
-    """Turn a rulechef ``EvalResult`` into the trace's metrics dict."""
-    if result is None:
-        return None
-    out: dict[str, Any] = {
-        "f1": result.micro_f1,
-        "precision": result.micro_precision,
-        "recall": result.micro_recall,
-        "exact_match": result.exact_match,
-        "docs": result.total_docs,
-        "failures": len(result.failures or ()),
-    }
-    if per_class:
-        out["per_class"] = [_class_metrics(cm) for cm in result.per_class or ()]
-    return out
-
-
-def _class_metrics(cm: Any) -> dict[str, Any]:
-    return {
-        "label": cm.label,
-        "precision": cm.precision,
-        "recall": cm.recall,
-        "f1": cm.f1,
-        "tp": cm.tp,
-        "fp": cm.fp,
-        "fn": cm.fn,
-    }
-
-
-def _failure_summary(failures: Any, class_metrics: Any) -> dict[str, Any]:
-    summary: dict[str, Any] = {"count": len(failures or ())}
-    if class_metrics:
-        summary["per_class"] = {
-            cm.label: {"fp": cm.fp, "fn": cm.fn} for cm in class_metrics if cm.fp or cm.fn
-        }
-    return summary
-
-
-def _labels_of(rules: Iterable[Any]) -> dict[str, int]:
-    """Count rules per output label (rulechef's output_template label/type)."""
-    counts: dict[str, int] = {}
-    for r in rules:
-        template = r.output_template if isinstance(r.output_template, dict) else {}
-        label = template.get("label") or template.get("type")
-        if isinstance(label, str) and not label.startswith("$"):
-            counts[label] = counts.get(label, 0) + 1
-    return counts
-
-
-# ---------------------------------------------------------------------------
-# Explaining rulechef's merges (ids only; checked against the real result)
-# ---------------------------------------------------------------------------
-
-
-def explain_name_merge(
-    existing: list[Any], patches: list[Any], deleted_names: Iterable[str] | None
-) -> dict[str, Any]:
-    """Describe rulechef's by-name merge of a patch into a rule set.
-
-    rulechef keys rules by name: a patch rule replaces the existing rule of the
-    same name, deleted names are dropped, and of several rules sharing a name
-    only the last survives ("collapsed").
-
-    Returns:
-        ``merged`` (ids after the by-name merge), ``replaced`` ({old, new}
-        pairs), ``deleted`` and ``collapsed`` (ids).
-    """
-    by_name: dict[str, str] = {}
-    collapsed: list[str] = []
-    for r in existing:
-        if r.name in by_name:
-            collapsed.append(by_name[r.name])
-        by_name[r.name] = r.id
-    original = dict(by_name)
-    dropped = {n: by_name.pop(n) for n in sorted(deleted_names or ()) if n in by_name}
-    patched: dict[str, str] = {}
-    for p in patches:
-        if p.name in patched:
-            collapsed.append(patched[p.name])
-        patched[p.name] = p.id
-        by_name[p.name] = p.id
-    return {
-        "merged": list(by_name.values()),
-        "replaced": [
-            {"old": original[name], "new": rid} for name, rid in patched.items() if name in original
-        ],
-        "deleted": [rid for name, rid in dropped.items() if name not in patched],
-        "collapsed": collapsed,
-    }
-
-
-def explain_audit(
-    actions: Iterable[Any], before: list[Any], after_ids: list[str]
-) -> dict[str, Any]:
-    """Replay rulechef's audit rules on ids to say what was applied, skipped or reverted.
-
-    rulechef applies a merge only when at least two of its ids are known and
-    its merged pattern compiles; a merge makes one new rule appended at the
-    end. Any applied action changes the rule set, so an unchanged set after
-    applied actions means the F1 safety net reverted them.
-    """
-    current = {r.id: r for r in before}
-    before_ids = set(current)
-    new_ids = iter([rid for rid in after_ids if rid not in before_ids])
-    applied: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    for a in actions:
-        ids = list(a.rule_ids or [])
-        if a.action == "merge":
-            sources = [current[rid] for rid in ids if rid in current]
-            why = _merge_skip_reason(ids, sources, a.merged_pattern)
-            if why:
-                skipped.append(_skipped("merge", ids, before_ids, why))
-                continue
-            base = max(sources, key=lambda r: r.priority)
-            result = next(new_ids, None)
-            for rid in ids:
-                current.pop(rid, None)
-            applied.append(
-                {
-                    "action": "merge",
-                    "sources": [r.id for r in sources],
-                    "result": result,
-                    "name": a.merged_name or base.name,
-                }
-            )
-        elif a.action == "remove":
-            known = [rid for rid in ids if rid in current]
-            if not known:
-                skipped.append(_skipped("remove", ids, before_ids, "unknown rule ids"))
-                continue
-            for rid in known:
-                current.pop(rid)
-            applied.append({"action": "remove", "rules": known})
-        else:
-            skipped.append(_skipped("other", ids, before_ids, "unknown action"))
-    reverted = bool(applied) and set(after_ids) == before_ids
-    return {"actions": applied, "skipped": skipped, "reverted": reverted}
-
-
-def _skipped(action: str, ids: list[str], known: set[str], why: str) -> dict[str, Any]:
-    # Ids come from an LLM: only real rule ids may enter the trace.
-    return {
-        "action": action,
-        "rules": [rid for rid in ids if rid in known],
-        "unknown_ids": sum(1 for rid in ids if rid not in known),
-        "why": why,
-    }
-
-
-def _merge_skip_reason(ids: list[str], sources: list[Any], pattern: str | None) -> str | None:
-    if len(ids) < 2 or len(sources) < 2:
-        return "fewer than two known rules"
-    if pattern:
-        try:
-            re.compile(pattern)
-        except re.error:
-            return "merged pattern does not compile"
-    return None
-
-
-# ---------------------------------------------------------------------------
 # Run lifecycle
 # ---------------------------------------------------------------------------
 
@@ -365,7 +203,7 @@ def _start_run(chef: Any, kind: str, params: dict[str, Any]) -> RunState:
     dataset = getattr(chef, "dataset", None)
     rules = list(getattr(dataset, "rules", None) or [])
     state = RunState(chef=chef, kind=kind)
-    state.working = _rule_ids(rules)
+    state.working = rule_ids(rules)
     _remember(state, rules)
     task = getattr(chef, "task", None)
     task_type = getattr(getattr(task, "type", None), "value", None)
@@ -393,7 +231,7 @@ def _finish_run(state: RunState, result: Any, error: BaseException | None) -> No
     dataset = getattr(state.chef, "dataset", None)
     rules = list(getattr(dataset, "rules", None) or [])
     _remember(state, rules)
-    final_ids = _rule_ids(rules)
+    final_ids = rule_ids(rules)
     fields: dict[str, Any] = {}
     if set(final_ids) != set(state.working):
         # A path no hook saw changed the rules; keep the replay invariant and say so.
@@ -485,8 +323,50 @@ def _run(chef: Any, kind: str, params: dict[str, Any]) -> Iterator[RunState | No
 
 
 # ---------------------------------------------------------------------------
-# Wrappers: LearningPipeline
+# Wrappers
 # ---------------------------------------------------------------------------
+
+Before = Callable[[RunState, dict[str, Any]], Any]
+After = Callable[[RunState, dict[str, Any], Any, Any], None]
+
+
+def _around(
+    what: str, *, before: Before | None = None, after: After | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Make a wrapper that runs bookkeeping around an untouched call of the original.
+
+    The bookkeeping sees the call's arguments by name (``self`` included) and,
+    after the call, its result; it runs only inside a traced run and only
+    under :func:`_guard`. The original is called exactly once with exactly
+    the caller's arguments, and its exceptions propagate unchanged.
+    """
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)
+        def hooked(*args: Any, **kwargs: Any) -> Any:
+            state = _current.get()
+            if state is None:
+                return original(*args, **kwargs)
+            arguments = _guard(state, what, _arguments, signature, args, kwargs) or {}
+            context = _guard(state, what, before, state, arguments) if before else None
+            result = original(*args, **kwargs)
+            if after is not None:
+                _guard(state, what, after, state, arguments, result, context)
+            return result
+
+        return hooked
+
+    return wrap
+
+
+def _arguments(
+    signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 def _wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -497,7 +377,7 @@ def _wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
         if not _wanted():
             return original(self, *args, **kwargs)
         chef = self._chef
-        params = _guard(None, "params", _bound_params, signature, self, args, kwargs) or {}
+        params = _guard(None, "params", _plain_params, signature, self, args, kwargs) or {}
         with _run(chef, "learn", {**params, **_chef_params(chef)}) as state:
             result = original(self, *args, **kwargs)
             if state is not None:
@@ -509,34 +389,95 @@ def _wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _bound_params(
+def _wrap_rank_rules(original: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def rank_rules(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _wanted():
+            return original(self, *args, **kwargs)
+        params = _guard(None, "params", _plain_params, signature, self, args, kwargs) or {}
+        if not params.get("prune"):
+            return original(self, *args, **kwargs)
+        with _run(self, "rank_rules", params) as state:
+            report = original(self, *args, **kwargs)
+            if state is not None:
+                _guard(state, "pruned", _after_rank, state, self, report)
+            return report
+
+    return rank_rules
+
+
+def _wrap_evaluate_and_refine(original: Callable[..., Any]) -> Callable[..., Any]:
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def evaluate_and_refine(self: Any, *args: Any, **kwargs: Any) -> Any:
+        state = _current.get()
+        if state is None:
+            return original(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        # rulechef's own per-iteration hook, chained to the caller's callback.
+        callback = bound.arguments.get("iteration_callback")
+        bound.arguments["iteration_callback"] = _iteration_callback(state, callback)
+        state.phase = "refinement"
+        state.max_iterations = bound.arguments.get("max_iterations") or 0
+        state.iteration = 0
+        state.stop_hint = None
+        result = original(*bound.args, **bound.kwargs)
+        _guard(state, "refined", _after_refine, state, result)
+        return result
+
+    return evaluate_and_refine
+
+
+def _plain_params(
     signature: inspect.Signature, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    bound = signature.bind(owner, *args, **kwargs)
-    bound.apply_defaults()
+    arguments = _arguments(signature, (owner, *args), kwargs)
     return {
         k: v
-        for k, v in list(bound.arguments.items())[1:]
+        for k, v in list(arguments.items())[1:]
         if v is None or isinstance(v, (str, int, float, bool))
     }
 
 
-def _wrap_synthesize(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def _synthesize(self: Any, incremental_only: bool, *args: Any, **kwargs: Any) -> Any:
-        state = _current.get()
-        if state is None:
-            return original(self, incremental_only, *args, **kwargs)
-        state.synth_called = True
-        state.phase = "synthesis"
-        incremental = bool(incremental_only and self._chef.dataset.rules)
-        rules = original(self, incremental_only, *args, **kwargs)
-        if not incremental:
-            _guard(state, "synthesized", _after_full_synthesis, state, self._chef, rules)
-        state.phase = "refinement"
-        return rules
+# ---------------------------------------------------------------------------
+# Bookkeeping: synthesis
+# ---------------------------------------------------------------------------
 
-    return _synthesize
+
+def _mark_mode(mode: str) -> Before:
+    def before(state: RunState, args: dict[str, Any]) -> None:
+        # The last one entered wins: per-class falls back to bulk without classes.
+        state.synth_mode = mode
+
+    return before
+
+
+def _before_synthesis(state: RunState, args: dict[str, Any]) -> bool:
+    state.synth_called = True
+    state.phase = "synthesis"
+    return bool(args["incremental_only"] and args["self"]._chef.dataset.rules)
+
+
+def _after_synthesis(
+    state: RunState, args: dict[str, Any], rules: list[Any] | None, incremental: bool
+) -> None:
+    state.phase = "refinement"
+    if incremental:
+        return  # _merge_rules told this part of the story
+    fields = {
+        "mode": state.synth_mode or "bulk",
+        "count": len(rules or ()),
+        "data": _data_counts(args["self"]._chef),
+        "per_label": labels_of(rules or ()),
+    }
+    # rulechef keeps the old rules when synthesis produced none.
+    after = rule_ids(rules) if rules else list(state.working)
+    _remember(state, rules or ())
+    _emit_change(state, sig.synthesized, after, fields)
 
 
 def _data_counts(chef: Any) -> dict[str, int]:
@@ -548,57 +489,13 @@ def _data_counts(chef: Any) -> dict[str, int]:
     }
 
 
-def _after_full_synthesis(state: RunState, chef: Any, rules: list[Any] | None) -> None:
-    fields = {
-        "mode": state.synth_mode or "bulk",
-        "count": len(rules or ()),
-        "data": _data_counts(chef),
-        "per_label": _labels_of(rules or ()),
-    }
-    if not rules:
-        # rulechef keeps the old rules when synthesis produced none.
-        _emit_change(state, sig.synthesized, list(state.working), fields)
-        return
-    _remember(state, rules)
-    _emit_change(state, sig.synthesized, _rule_ids(rules), fields)
-
-
-def _wrap_merge_rules(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def _merge_rules(
-        self: Any, existing: list[Any], patches: list[Any], deleted_names: Any = None
-    ) -> Any:
-        state = _current.get()
-        if state is None:
-            return original(self, existing, patches, deleted_names)
-        result = original(self, existing, patches, deleted_names)
-        _guard(
-            state,
-            "synthesized",
-            _after_incremental_merge,
-            state,
-            self._chef,
-            existing,
-            patches,
-            deleted_names,
-            result,
-        )
-        return result
-
-    return _merge_rules
-
-
 def _after_incremental_merge(
-    state: RunState,
-    chef: Any,
-    existing: list[Any],
-    patches: list[Any],
-    deleted_names: Any,
-    result: list[Any],
+    state: RunState, args: dict[str, Any], result: list[Any], context: None
 ) -> None:
-    _remember(state, list(existing) + list(patches))
-    merge = explain_name_merge(existing, patches, deleted_names)
-    result_ids = _rule_ids(result)
+    existing, patches = args["existing"], args["patches"]
+    _remember(state, [*existing, *patches])
+    merge = explain_name_merge(existing, patches, args["deleted_names"])
+    result_ids = rule_ids(result)
     merged = merge["merged"] if set(result_ids) <= set(merge["merged"]) else result_ids
     _emit_change(
         state,
@@ -607,8 +504,8 @@ def _after_incremental_merge(
         {
             "mode": "incremental",
             "count": len(patches),
-            "data": _data_counts(chef),
-            "per_label": _labels_of(patches),
+            "data": _data_counts(args["self"]._chef),
+            "per_label": labels_of(patches),
             "failures": state.failures,
             "replaced": merge["replaced"],
             "deleted": merge["deleted"],
@@ -627,99 +524,9 @@ def _after_incremental_merge(
         )
 
 
-def _wrap_audit_rules(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def _audit_rules(self: Any, rules: list[Any], eval_result: Any, *args: Any) -> Any:
-        state = _current.get()
-        if state is None:
-            return original(self, rules, eval_result, *args)
-        before = list(self._chef.dataset.rules)
-        state.phase = "final_audit"
-        state.pending_audit = None
-        state.phase_evals = []
-        result = original(self, rules, eval_result, *args)
-        state.phase = "done"
-        _guard(
-            state,
-            "audit_applied",
-            _after_audit,
-            state,
-            "final",
-            before,
-            eval_result,
-            result[0] if isinstance(result, tuple) else self._chef.dataset.rules,
-        )
-        return result
-
-    return _audit_rules
-
-
-def _after_audit(
-    state: RunState, stage: str, before: list[Any], pre_eval: Any, after: list[Any]
-) -> None:
-    audit = state.pending_audit
-    state.pending_audit = None
-    _remember(state, after)
-    after_ids = _rule_ids(after)
-    actions = list(getattr(audit, "actions", None) or [])
-    explained = explain_audit(actions, before, after_ids)
-    post = state.phase_evals[0] if state.phase_evals else None
-    fields: dict[str, Any] = {
-        "stage": stage,
-        "iteration": state.iteration if stage == "mid_refinement" else None,
-        "proposed": len(actions),
-        **explained,
-        "metrics_before": _f1p(pre_eval),
-        "metrics_after": _f1p(post) if explained["actions"] else None,
-    }
-    _emit_change(state, sig.audit_applied, after_ids, fields)
-
-
-def _f1p(result: Any) -> dict[str, Any] | None:
-    return metrics_of(result, per_class=False) if result is not None else None
-
-
 # ---------------------------------------------------------------------------
-# Wrappers: RuleLearner
+# Bookkeeping: refinement iterations
 # ---------------------------------------------------------------------------
-
-
-def _wrap_mark_mode(mode: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(original)
-        def synthesize(self: Any, *args: Any, **kwargs: Any) -> Any:
-            state = _current.get()
-            if state is not None:
-                # The last one entered wins: per-class falls back to bulk without classes.
-                state.synth_mode = mode
-            return original(self, *args, **kwargs)
-
-        return synthesize
-
-    return wrap
-
-
-def _wrap_evaluate_and_refine(original: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(original)
-
-    @functools.wraps(original)
-    def evaluate_and_refine(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state = _current.get()
-        if state is None:
-            return original(self, *args, **kwargs)
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        user_callback = bound.arguments.get("iteration_callback")
-        bound.arguments["iteration_callback"] = _iteration_callback(state, user_callback)
-        state.phase = "refinement"
-        state.max_iterations = bound.arguments.get("max_iterations") or 0
-        state.iteration = 0
-        state.stop_hint = None
-        result = original(*bound.args, **bound.kwargs)
-        _guard(state, "refined", _after_refine, state, result)
-        return result
-
-    return evaluate_and_refine
 
 
 def _iteration_callback(
@@ -737,7 +544,7 @@ def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval
     state.iteration = iteration
     state.last_select = select_eval
     # rulechef stops right after this callback when exact match reaches 0.90;
-    # the guidance hook clears this hint when the loop went on instead.
+    # the guidance and patch hooks clear this hint when the loop went on.
     state.stop_hint = "target_reached" if select_eval.exact_match >= 0.90 else None
     _emit(
         state,
@@ -754,8 +561,7 @@ def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval
 def _after_refine(state: RunState, result: Any) -> None:
     best_rules, best_eval = result
     _remember(state, best_rules)
-    best_ids = _rule_ids(best_rules)
-    last_ids = list(state.working)
+    best_ids = rule_ids(best_rules)
     kept_seq, kept_iteration = _snapshot_of(state, frozenset(best_ids))
     if state.stop_hint:
         reason = state.stop_hint
@@ -773,8 +579,8 @@ def _after_refine(state: RunState, result: Any) -> None:
             "stop_reason": reason,
             "kept_seq": kept_seq,
             "kept_iteration": kept_iteration,
-            "kept_earlier": set(best_ids) != set(last_ids),
-            "metrics": metrics_of(best_eval) if best_eval is not None else None,
+            "kept_earlier": set(best_ids) != set(state.working),
+            "metrics": metrics_of(best_eval),
         },
     )
 
@@ -786,260 +592,11 @@ def _snapshot_of(state: RunState, ids: frozenset[str]) -> tuple[int | None, int 
     return None, None
 
 
-def _wrap_patch_ruleset(original: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(original)
-
-    @functools.wraps(original)
-    def synthesize_patch_ruleset(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state = _current.get()
-        if state is None:
-            return original(self, *args, **kwargs)
-        _guard(state, "patch", _before_patch, state, signature, self, args, kwargs)
-        result = original(self, *args, **kwargs)
-        _guard(state, "patch_decided", _after_patch, state, result)
-        return result
-
-    return synthesize_patch_ruleset
-
-
-def _before_patch(
-    state: RunState,
-    signature: inspect.Signature,
-    owner: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> None:
-    bound = signature.bind(owner, *args, **kwargs)
-    state.stop_hint = None
-    state.failures = _failure_summary(
-        bound.arguments.get("failures"), bound.arguments.get("class_metrics")
-    )
-
-
-def _after_patch(state: RunState, result: Any) -> None:
-    patch, deleted_names = result
-    if state.phase != "refinement" or patch or deleted_names:
-        return
-    _emit(
-        state,
-        sig.patch_decided,
-        {
-            "iteration": state.iteration,
-            "outcome": "empty",
-            "accepted": False,
-            "metrics_before": _f1p(state.last_select),
-            "metrics_after": None,
-            "failures": state.failures,
-            "added": [],
-            "removed": [],
-            "rules_after": list(state.working),
-        },
-    )
-
-
-def _wrap_merge_patch(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def _merge_patch(existing: list[Any], patches: list[Any], deleted_names: Any = None) -> Any:
-        state = _current.get()
-        if state is None:
-            return original(existing, patches, deleted_names)
-        result = original(existing, patches, deleted_names)
-        _guard(state, "patch", _after_merge_patch, state, existing, patches, deleted_names, result)
-        return result
-
-    return _merge_patch
-
-
-def _after_merge_patch(
-    state: RunState, existing: list[Any], patches: list[Any], deleted_names: Any, result: list[Any]
-) -> None:
-    _remember(state, list(existing) + list(patches))
-    merge = explain_name_merge(existing, patches, deleted_names)
-    result_ids = _rule_ids(result)
-    deduped = [rid for rid in merge["merged"] if rid not in set(result_ids)]
-    state.pending_patch = {
-        "candidate": result_ids,
-        "patch": _rule_ids(patches),
-        "replaced": merge["replaced"],
-        "deleted": merge["deleted"],
-        "collapsed": merge["collapsed"],
-        "deduped": deduped,
-    }
-
-
-def _wrap_log_patch_decision(original: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(original)
-
-    @functools.wraps(original)
-    def _log_patch_decision(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state = _current.get()
-        result = original(self, *args, **kwargs)
-        if state is not None:
-            _guard(state, "patch_decided", _on_patch_decision, state, signature, self, args, kwargs)
-        return result
-
-    return _log_patch_decision
-
-
-def _on_patch_decision(
-    state: RunState,
-    signature: inspect.Signature,
-    owner: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> None:
-    a = signature.bind(owner, *args, **kwargs).arguments
-    pending = state.pending_patch or {"candidate": list(state.working), "patch": []}
-    state.pending_patch = None
-    accepted = bool(a["accepted"])
-    candidate = pending.pop("candidate")
-    proposed_added = [rid for rid in candidate if rid not in set(state.working)]
-    proposed_removed = [rid for rid in state.working if rid not in set(candidate)]
-    fields: dict[str, Any] = {
-        "iteration": a["iteration"],
-        "outcome": "accepted" if accepted else "rejected",
-        "accepted": accepted,
-        "on_dev": bool(a.get("on_dev")),
-        "metrics_before": _f1p(a["prev_eval"]),
-        "metrics_after": _f1p(a["candidate_eval"]),
-        "failures": state.failures,
-        # Names come from an LLM: keep only those of rules the run has seen.
-        "deleted_names": sorted(set(a.get("deleted_names") or ()) & set(state.names.values())),
-    }
-    if accepted:
-        _emit_change(state, sig.patch_decided, candidate, {**fields, **pending})
-        return
-    fields["proposed"] = {"added": proposed_added, "removed": proposed_removed, **pending}
-    _emit(
-        state,
-        sig.patch_decided,
-        {
-            **fields,
-            "added": [],
-            "removed": [],
-            "rules_after": list(state.working),
-            "rule_names": _names_for(state, [], fields),
-        },
-    )
-
-
-def _wrap_mid_audit(original: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(original)
-
-    @functools.wraps(original)
-    def _run_mid_refinement_audit(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state = _current.get()
-        if state is None:
-            return original(self, *args, **kwargs)
-        a = signature.bind(self, *args, **kwargs).arguments
-        before = list(a["rules"])
-        state.pending_audit = None
-        state.phase_evals = []
-        state.phase = "mid_audit"
-        result = original(self, *args, **kwargs)
-        state.phase = "refinement"
-        _guard(
-            state,
-            "audit_applied",
-            _after_audit,
-            state,
-            "mid_refinement",
-            before,
-            a["eval_result"],
-            result,
-        )
-        return result
-
-    return _run_mid_refinement_audit
-
-
-def _wrap_capture_eval(
-    phases: frozenset[str],
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(original)
-        def evaluate(self: Any, *args: Any, **kwargs: Any) -> Any:
-            result = original(self, *args, **kwargs)
-            state = _current.get()
-            if state is not None and state.phase in phases:
-                state.phase_evals.append(result)
-            return result
-
-        return evaluate
-
-    return wrap
-
-
-# ---------------------------------------------------------------------------
-# Wrappers: RuleChef.rank_rules (a short run of its own)
-# ---------------------------------------------------------------------------
-
-
-def _wrap_rank_rules(original: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(original)
-
-    @functools.wraps(original)
-    def rank_rules(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _wanted():
-            return original(self, *args, **kwargs)
-        params = _guard(None, "params", _bound_params, signature, self, args, kwargs) or {}
-        if not params.get("prune"):
-            return original(self, *args, **kwargs)
-        with _run(self, "rank_rules", params) as state:
-            report = original(self, *args, **kwargs)
-            if state is not None:
-                _guard(state, "pruned", _after_rank, state, self, report)
-            return report
-
-    return rank_rules
-
-
-def _after_rank(state: RunState, chef: Any, report: Any) -> None:
-    after = list(chef.dataset.rules or [])
-    after_ids = set(_rule_ids(after))
-    removed = [rid for rid in state.working if rid not in after_ids]
-    marginal = {
-        r.rule_id: r.marginal_f1 for r in getattr(report, "rankings", ()) if r.rule_id in removed
-    }
-    ranking = {
-        "f1": getattr(report, "ensemble_f1", None),
-        "precision": getattr(report, "ensemble_precision", None),
-        "recall": getattr(report, "ensemble_recall", None),
-    }
-    _emit_change(
-        state,
-        sig.pruned,
-        _rule_ids(after),
-        {"reason": "harmful_rules", "marginal_f1": marginal, "ensemble": ranking},
-    )
-
-
-# ---------------------------------------------------------------------------
-# Coordinator (patched on the chef's own instance, for the duration of a run)
-# ---------------------------------------------------------------------------
-
-
-def _coordinator_guide(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def guide_refinement(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        state = _current.get()
-        if state is not None:
-            _guard(state, "guided", _on_guidance, state, args, kwargs, result)
-        return result
-
-    return guide_refinement
-
-
-def _on_guidance(
-    state: RunState, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
-) -> None:
+def _on_guidance(state: RunState, args: dict[str, Any], result: Any, context: None) -> None:
     guidance, should_continue = result
-    eval_result = args[0] if args else kwargs.get("eval_result")
-    has_failures = bool(getattr(eval_result, "failures", None))
     if not should_continue:
         state.stop_hint = "coordinator_stop"
-    elif not has_failures:
+    elif not getattr(args.get("eval_result"), "failures", None):
         state.stop_hint = "no_failures"
     else:
         state.stop_hint = None
@@ -1054,19 +611,7 @@ def _on_guidance(
     )
 
 
-def _coordinator_critique(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def critique_rules(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        state = _current.get()
-        if state is not None:
-            _guard(state, "critiqued", _on_critique, state, result)
-        return result
-
-    return critique_rules
-
-
-def _on_critique(state: RunState, critique: Any) -> None:
+def _on_critique(state: RunState, args: dict[str, Any], critique: Any, context: None) -> None:
     critique = critique if isinstance(critique, dict) else {}
     rule_feedback = critique.get("rule_feedback")
     rule_feedback = rule_feedback if isinstance(rule_feedback, dict) else {}
@@ -1084,22 +629,178 @@ def _on_critique(state: RunState, critique: Any) -> None:
     )
 
 
-def _coordinator_audit(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def audit_rules(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        state = _current.get()
-        if state is not None:
-            state.pending_audit = result
-        return result
+# ---------------------------------------------------------------------------
+# Bookkeeping: patches
+# ---------------------------------------------------------------------------
 
-    return audit_rules
 
+def _before_patch(state: RunState, args: dict[str, Any]) -> None:
+    state.stop_hint = None
+    state.failures = failure_summary(args.get("failures"), args.get("class_metrics"))
+
+
+def _after_patch(state: RunState, args: dict[str, Any], result: Any, context: None) -> None:
+    patch, deleted_names = result
+    if state.phase != "refinement" or patch or deleted_names:
+        return
+    _emit(
+        state,
+        sig.patch_decided,
+        {
+            "iteration": state.iteration,
+            "outcome": "empty",
+            "accepted": False,
+            "metrics_before": short_metrics(state.last_select),
+            "metrics_after": None,
+            "failures": state.failures,
+            "added": [],
+            "removed": [],
+            "rules_after": list(state.working),
+        },
+    )
+
+
+def _after_merge_patch(
+    state: RunState, args: dict[str, Any], result: list[Any], context: None
+) -> None:
+    existing, patches = args["existing"], args["patches"]
+    _remember(state, [*existing, *patches])
+    merge = explain_name_merge(existing, patches, args["deleted_names"])
+    result_ids = rule_ids(result)
+    state.pending_patch = {
+        "candidate": result_ids,
+        "patch": rule_ids(patches),
+        "replaced": merge["replaced"],
+        "deleted": merge["deleted"],
+        "collapsed": merge["collapsed"],
+        "deduped": [rid for rid in merge["merged"] if rid not in set(result_ids)],
+    }
+
+
+def _on_patch_decision(state: RunState, args: dict[str, Any], result: Any, context: None) -> None:
+    pending = state.pending_patch or {"candidate": list(state.working), "patch": []}
+    state.pending_patch = None
+    accepted = bool(args["accepted"])
+    candidate = pending.pop("candidate")
+    fields: dict[str, Any] = {
+        "iteration": args["iteration"],
+        "outcome": "accepted" if accepted else "rejected",
+        "accepted": accepted,
+        "on_dev": bool(args.get("on_dev")),
+        "metrics_before": short_metrics(args["prev_eval"]),
+        "metrics_after": short_metrics(args["candidate_eval"]),
+        "failures": state.failures,
+        # Names come from an LLM: keep only those of rules the run has seen.
+        "deleted_names": sorted(set(args.get("deleted_names") or ()) & set(state.names.values())),
+    }
+    if accepted:
+        _emit_change(state, sig.patch_decided, candidate, {**fields, **pending})
+        return
+    fields["proposed"] = {
+        "added": [rid for rid in candidate if rid not in set(state.working)],
+        "removed": [rid for rid in state.working if rid not in set(candidate)],
+        **pending,
+    }
+    _emit(
+        state,
+        sig.patch_decided,
+        {
+            **fields,
+            "added": [],
+            "removed": [],
+            "rules_after": list(state.working),
+            "rule_names": _names_for(state, [], fields),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------
+# Bookkeeping: audits and pruning
+# ---------------------------------------------------------------------------
+
+
+def _before_audit(phase: str) -> Before:
+    def before(state: RunState, args: dict[str, Any]) -> list[Any]:
+        state.phase = phase
+        state.pending_audit = None
+        state.phase_evals = []
+        # The final audit works on chef.dataset.rules, the mid one on its argument.
+        owner = args["self"]
+        return list(owner._chef.dataset.rules if phase == "final_audit" else args["rules"])
+
+    return before
+
+
+def _after_mid_audit(state: RunState, args: dict[str, Any], result: Any, before: Any) -> None:
+    state.phase = "refinement"
+    _emit_audit(state, "mid_refinement", before, args["eval_result"], result)
+
+
+def _after_final_audit(state: RunState, args: dict[str, Any], result: Any, before: Any) -> None:
+    state.phase = "done"
+    after = result[0] if isinstance(result, tuple) else args["self"]._chef.dataset.rules
+    _emit_audit(state, "final", before, args["eval_result"], after)
+
+
+def _emit_audit(
+    state: RunState, stage: str, before: list[Any], pre_eval: Any, after: list[Any]
+) -> None:
+    actions = list(getattr(state.pending_audit, "actions", None) or [])
+    state.pending_audit = None
+    _remember(state, after)
+    after_ids = rule_ids(after)
+    explained = explain_audit(actions, before, after_ids)
+    post = state.phase_evals[0] if state.phase_evals else None
+    fields: dict[str, Any] = {
+        "stage": stage,
+        "iteration": state.iteration if stage == "mid_refinement" else None,
+        "proposed": len(actions),
+        **explained,
+        "metrics_before": short_metrics(pre_eval),
+        "metrics_after": short_metrics(post) if explained["actions"] else None,
+    }
+    _emit_change(state, sig.audit_applied, after_ids, fields)
+
+
+def _keep_audit(state: RunState, args: dict[str, Any], result: Any, context: None) -> None:
+    state.pending_audit = result
+
+
+def _capture_eval(phase: str) -> After:
+    def after(state: RunState, args: dict[str, Any], result: Any, context: None) -> None:
+        if state.phase == phase:
+            state.phase_evals.append(result)
+
+    return after
+
+
+def _after_rank(state: RunState, chef: Any, report: Any) -> None:
+    after = rule_ids(chef.dataset.rules or [])
+    removed = set(state.working) - set(after)
+    marginal = {
+        r.rule_id: r.marginal_f1 for r in getattr(report, "rankings", ()) if r.rule_id in removed
+    }
+    ensemble = {
+        "f1": getattr(report, "ensemble_f1", None),
+        "precision": getattr(report, "ensemble_precision", None),
+        "recall": getattr(report, "ensemble_recall", None),
+    }
+    _emit_change(
+        state,
+        sig.pruned,
+        after,
+        {"reason": "harmful_rules", "marginal_f1": marginal, "ensemble": ensemble},
+    )
+
+
+# ---------------------------------------------------------------------------
+# Coordinator (patched on the chef's own instance, for the duration of a run)
+# ---------------------------------------------------------------------------
 
 COORDINATOR_HOOKS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
-    "guide_refinement": _coordinator_guide,
-    "critique_rules": _coordinator_critique,
-    "audit_rules": _coordinator_audit,
+    "guide_refinement": _around("guided", after=_on_guidance),
+    "critique_rules": _around("critiqued", after=_on_critique),
+    "audit_rules": _around("audit_applied", after=_keep_audit),
 }
 
 _coordinator_lock = threading.Lock()
@@ -1168,99 +869,98 @@ class Hook:
     feeds: str  #: what the reader of a trace misses without it
 
 
+_PIPELINE = "rulechef.pipeline:LearningPipeline"
+_LEARNER = "rulechef.learner:RuleLearner"
+_CHEF = "rulechef.engine:RuleChef"
+
+#: Which rulechef method feeds which signal.
 HOOKS: tuple[Hook, ...] = (
-    Hook("rulechef.pipeline:LearningPipeline", "run", _wrap_run, (), "every learning-run event"),
+    Hook(_PIPELINE, "run", _wrap_run, (), "every learning-run event"),
     Hook(
-        "rulechef.pipeline:LearningPipeline",
+        _PIPELINE,
         "_synthesize",
-        _wrap_synthesize,
+        _around("synthesized", before=_before_synthesis, after=_after_synthesis),
         ("incremental_only",),
         "synthesized",
     ),
     Hook(
-        "rulechef.pipeline:LearningPipeline",
+        _PIPELINE,
         "_merge_rules",
-        _wrap_merge_rules,
+        _around("synthesized", after=_after_incremental_merge),
         ("existing", "patches", "deleted_names"),
-        "synthesized (incremental), pruned",
+        "synthesized (incremental), pruned (weak_rules)",
     ),
     Hook(
-        "rulechef.pipeline:LearningPipeline",
+        _PIPELINE,
         "_audit_rules",
-        _wrap_audit_rules,
+        _around("audit_applied", before=_before_audit("final_audit"), after=_after_final_audit),
         ("rules", "eval_result"),
         "audit_applied (final)",
     ),
     Hook(
-        "rulechef.learner:RuleLearner",
+        _LEARNER,
         "synthesize_ruleset",
-        _wrap_mark_mode("bulk"),
+        _around("synthesized", before=_mark_mode("bulk")),
         (),
         "synthesized mode",
     ),
     Hook(
-        "rulechef.learner:RuleLearner",
+        _LEARNER,
         "synthesize_ruleset_per_class",
-        _wrap_mark_mode("per_class"),
+        _around("synthesized", before=_mark_mode("per_class")),
         (),
         "synthesized mode",
     ),
     Hook(
-        "rulechef.learner:RuleLearner",
+        _LEARNER,
         "evaluate_and_refine",
         _wrap_evaluate_and_refine,
         ("iteration_callback", "max_iterations"),
         "iteration_evaluated, refined",
     ),
     Hook(
-        "rulechef.learner:RuleLearner",
+        _LEARNER,
         "synthesize_patch_ruleset",
-        _wrap_patch_ruleset,
+        _around("patch_decided", before=_before_patch, after=_after_patch),
         ("failures", "class_metrics"),
         "patch_decided (empty patches, failure summaries)",
     ),
     Hook(
-        "rulechef.learner:RuleLearner",
+        _LEARNER,
         "_merge_patch",
-        _wrap_merge_patch,
+        _around("patch_decided", after=_after_merge_patch),
         ("existing", "patches", "deleted_names"),
         "patch_decided rule changes",
     ),
     Hook(
-        "rulechef.learner:RuleLearner",
+        _LEARNER,
         "_log_patch_decision",
-        _wrap_log_patch_decision,
+        _around("patch_decided", after=_on_patch_decision),
         ("iteration", "prev_eval", "candidate_eval", "accepted", "on_dev", "deleted_names"),
         "patch_decided",
     ),
     Hook(
-        "rulechef.learner:RuleLearner",
+        _LEARNER,
         "_run_mid_refinement_audit",
-        _wrap_mid_audit,
+        _around("audit_applied", before=_before_audit("mid_audit"), after=_after_mid_audit),
         ("rules", "eval_result"),
         "audit_applied (mid_refinement)",
     ),
     Hook(
-        "rulechef.learner:RuleLearner",
+        _LEARNER,
         "_evaluate_rules",
-        _wrap_capture_eval(frozenset({"mid_audit"})),
+        _around("audit_applied", after=_capture_eval("mid_audit")),
         (),
         "mid-refinement audit metrics",
     ),
     Hook(
-        "rulechef.engine:RuleChef",
+        _CHEF,
         "evaluate",
-        _wrap_capture_eval(frozenset({"final_audit"})),
+        _around("audit_applied", after=_capture_eval("final_audit")),
         (),
         "final audit metrics",
     ),
-    Hook(
-        "rulechef.engine:RuleChef",
-        "rank_rules",
-        _wrap_rank_rules,
-        ("prune",),
-        "rank_rules(prune=True) traces",
-    ),
+    Hook(_CHEF, "rank_rules", _wrap_rank_rules, ("prune",), "rank_rules(prune=True) traces"),
 )
 
 _lock = threading.RLock()

@@ -186,7 +186,7 @@ def test_a_failing_hook_is_logged_and_the_run_goes_on(tmp_path, monkeypatch, cap
     def broken(*args: Any) -> None:
         raise ZeroDivisionError("hook bug")
 
-    monkeypatch.setattr(instrument, "_on_patch_decision", broken)
+    monkeypatch.setattr(instrument, "explain_name_merge", broken)
     untraced = make_chef(tmp_path / "a", ScriptedLLM(patch=[BREAK, FIX_ALL]))
     expected = untraced.learn_rules(max_refinement_iterations=3)
     chef = make_chef(tmp_path / "b", ScriptedLLM(patch=[BREAK, FIX_ALL]))

@@ -1,0 +1,191 @@
+"""Plain-data facts read off rulechef's objects: metrics, merges, audits.
+
+Pure functions, no state: they turn what a hook sees (an ``EvalResult``, a
+patch, an ``AuditResult``) into the ids, counts and metrics of a payload.
+Nothing here reads a rule's pattern or an example's text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = [
+    "explain_audit",
+    "explain_name_merge",
+    "failure_summary",
+    "labels_of",
+    "metrics_of",
+    "rule_ids",
+    "short_metrics",
+]
+
+
+def rule_ids(rules: Iterable[Any]) -> list[str]:
+    """Ids of rules, in order."""
+    return [r.id for r in rules]
+
+
+def metrics_of(result: Any, *, per_class: bool = True) -> dict[str, Any] | None:
+    """Turn a rulechef ``EvalResult`` into the trace's metrics dict."""
+    if result is None:
+        return None
+    out: dict[str, Any] = {
+        "f1": result.micro_f1,
+        "precision": result.micro_precision,
+        "recall": result.micro_recall,
+        "exact_match": result.exact_match,
+        "docs": result.total_docs,
+        "failures": len(result.failures or ()),
+    }
+    if per_class:
+        out["per_class"] = [_class_metrics(cm) for cm in result.per_class or ()]
+    return out
+
+
+def short_metrics(result: Any) -> dict[str, Any] | None:
+    """Metrics without the per-class breakdown (for before/after pairs)."""
+    return metrics_of(result, per_class=False)
+
+
+def _class_metrics(cm: Any) -> dict[str, Any]:
+    return {
+        "label": cm.label,
+        "precision": cm.precision,
+        "recall": cm.recall,
+        "f1": cm.f1,
+        "tp": cm.tp,
+        "fp": cm.fp,
+        "fn": cm.fn,
+    }
+
+
+def failure_summary(failures: Any, class_metrics: Any) -> dict[str, Any]:
+    """Count the failures a patch is asked to fix, per class where rulechef has it."""
+    summary: dict[str, Any] = {"count": len(failures or ())}
+    if class_metrics:
+        summary["per_class"] = {
+            cm.label: {"fp": cm.fp, "fn": cm.fn} for cm in class_metrics if cm.fp or cm.fn
+        }
+    return summary
+
+
+def labels_of(rules: Iterable[Any]) -> dict[str, int]:
+    """Count rules per output label (rulechef's output_template label/type)."""
+    counts: dict[str, int] = {}
+    for r in rules:
+        template = r.output_template if isinstance(r.output_template, dict) else {}
+        label = template.get("label") or template.get("type")
+        if isinstance(label, str) and not label.startswith("$"):
+            counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def explain_name_merge(
+    existing: list[Any], patches: list[Any], deleted_names: Iterable[str] | None
+) -> dict[str, Any]:
+    """Describe rulechef's by-name merge of a patch into a rule set.
+
+    rulechef keys rules by name: a patch rule replaces the existing rule of the
+    same name, deleted names are dropped, and of several rules sharing a name
+    only the last survives ("collapsed").
+
+    Returns:
+        ``merged`` (ids after the by-name merge), ``replaced`` ({old, new}
+        pairs), ``deleted`` and ``collapsed`` (ids).
+    """
+    by_name: dict[str, str] = {}
+    collapsed: list[str] = []
+    for r in existing:
+        if r.name in by_name:
+            collapsed.append(by_name[r.name])
+        by_name[r.name] = r.id
+    original = dict(by_name)
+    dropped = {n: by_name.pop(n) for n in sorted(deleted_names or ()) if n in by_name}
+    patched: dict[str, str] = {}
+    for p in patches:
+        if p.name in patched:
+            collapsed.append(patched[p.name])
+        patched[p.name] = p.id
+        by_name[p.name] = p.id
+    return {
+        "merged": list(by_name.values()),
+        "replaced": [
+            {"old": original[name], "new": rid} for name, rid in patched.items() if name in original
+        ],
+        "deleted": [rid for name, rid in dropped.items() if name not in patched],
+        "collapsed": collapsed,
+    }
+
+
+def explain_audit(
+    actions: Iterable[Any], before: list[Any], after_ids: list[str]
+) -> dict[str, Any]:
+    """Replay rulechef's audit rules on ids to say what was applied, skipped or reverted.
+
+    rulechef applies a merge only when at least two of its ids are known and
+    its merged pattern compiles; a merge makes one new rule appended at the
+    end. Any applied action changes the rule set, so an unchanged set after
+    applied actions means the F1 safety net reverted them.
+
+    Returns:
+        ``actions`` (applied), ``skipped`` (with why) and ``reverted``.
+    """
+    current = {r.id: r for r in before}
+    before_ids = set(current)
+    new_ids = iter([rid for rid in after_ids if rid not in before_ids])
+    applied: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for a in actions:
+        ids = list(a.rule_ids or [])
+        if a.action == "merge":
+            sources = [current[rid] for rid in ids if rid in current]
+            why = _merge_skip_reason(ids, sources, a.merged_pattern)
+            if why:
+                skipped.append(_skipped("merge", ids, before_ids, why))
+                continue
+            base = max(sources, key=lambda r: r.priority)
+            for rid in ids:
+                current.pop(rid, None)
+            applied.append(
+                {
+                    "action": "merge",
+                    "sources": [r.id for r in sources],
+                    "result": next(new_ids, None),
+                    "name": a.merged_name or base.name,
+                }
+            )
+        elif a.action == "remove":
+            known = [rid for rid in ids if rid in current]
+            if not known:
+                skipped.append(_skipped("remove", ids, before_ids, "unknown rule ids"))
+                continue
+            for rid in known:
+                current.pop(rid)
+            applied.append({"action": "remove", "rules": known})
+        else:
+            skipped.append(_skipped("other", ids, before_ids, "unknown action"))
+    reverted = bool(applied) and set(after_ids) == before_ids
+    return {"actions": applied, "skipped": skipped, "reverted": reverted}
+
+
+def _skipped(action: str, ids: list[str], known: set[str], why: str) -> dict[str, Any]:
+    # Ids come from an LLM: only real rule ids may enter the trace.
+    return {
+        "action": action,
+        "rules": [rid for rid in ids if rid in known],
+        "unknown_ids": sum(1 for rid in ids if rid not in known),
+        "why": why,
+    }
+
+
+def _merge_skip_reason(ids: list[str], sources: list[Any], pattern: str | None) -> str | None:
+    if len(ids) < 2 or len(sources) < 2:
+        return "fewer than two known rules"
+    if pattern:
+        try:
+            re.compile(pattern)
+        except re.error:
+            return "merged pattern does not compile"
+    return None
