@@ -267,7 +267,13 @@ def _finish_run(state: RunState, result: Any, error: BaseException | None) -> No
 def _describe_error(error: BaseException | None) -> dict[str, str] | None:
     if error is None:
         return None
-    return {"type": type(error).__qualname__, "message": str(error)[:500]}
+    kind = type(error)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return {"type": name, "message": str(error)[:500]}
 
 
 def _describe_coordinator(coordinator: Any) -> dict[str, Any] | None:

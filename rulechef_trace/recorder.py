@@ -208,6 +208,8 @@ def write_atomic(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; a trace is an ordinary file, readable as the umask allows.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -219,6 +221,17 @@ def write_atomic(target: Path, data: bytes) -> None:
         raise
 
 
+def _umask() -> int:
+    # The umask can only be read by setting it; set it straight back.
+    with _umask_lock:
+        mask = os.umask(0)
+        os.umask(mask)
+    return mask
+
+
+_umask_lock = threading.Lock()
+
+
 @contextmanager
 def record_trace(
     chef: Any,
@@ -228,6 +241,7 @@ def record_trace(
     history: bool = True,
     stream: bool = False,
     strict: bool | None = None,
+    otel: bool = False,
 ) -> Iterator[TraceRecorder]:
     """Record every run of ``chef`` inside the block; detach on exit, even on error.
 
@@ -239,6 +253,8 @@ def record_trace(
         stream: True also streams events to ``<dataset>.trace.jsonl``.
         strict: True re-raises receiver and hook errors inside the block
             (for tests); None leaves the ``RULECHEF_TRACE_STRICT`` default.
+        otel: True also sends each run as OpenTelemetry spans to the globally
+            configured tracer provider (needs the ``otel`` extra).
 
     Yields:
         The attached :class:`TraceRecorder`.
@@ -246,6 +262,8 @@ def record_trace(
     recorder = TraceRecorder(
         chef, storage_path=storage_path, write=write, history=history, stream=stream
     )
+    # Attached first, so that a missing extra leaves nothing connected.
+    bridge = _attach_otel(recorder.chef) if otel else None
     recorder.attach()
     try:
         if strict is None:
@@ -255,3 +273,12 @@ def record_trace(
                 yield recorder
     finally:
         recorder.detach()
+        if bridge is not None:
+            bridge.detach()
+
+
+def _attach_otel(chef: Any) -> Any:
+    # Imported here: rulechef_trace itself never imports opentelemetry.
+    from rulechef_trace.otel import attach
+
+    return attach(chef)

@@ -163,3 +163,18 @@ def test_nested_recorders_on_one_chef_each_get_the_run_once(tmp_path):
         chef.learn_rules(max_refinement_iterations=2)
     assert len(inner.traces) == 1 and len(outer.traces) == 2
     assert inner.traces[0] == outer.traces[0]
+
+
+def test_trace_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    chef = make_chef(tmp_path, ScriptedLLM())
+    old = os.umask(0o022)
+    try:
+        with record_trace(chef):
+            chef.learn_rules(max_refinement_iterations=1)
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "reviews.trace.json").stat().st_mode)
+    assert mode == 0o644
