@@ -1,0 +1,348 @@
+"""The ``rulechef-trace`` command line (also ``python -m rulechef_trace``).
+
+Verbs: ``demo``, ``show``, ``lineage``, ``diff``, ``history``, ``validate`` and
+``html``. Exit status 0 on success; 1 when ``validate`` found an invalid trace
+or a demo run failed; 2 for bad input (a missing, empty, truncated or foreign
+file, a newer format version, an unknown rule) or bad usage. Errors are one
+line on standard error, ``rulechef-trace: error: <file>: <problem>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, cast
+
+import orjson
+
+from rulechef_trace import __version__
+from rulechef_trace.analysis import (
+    UnknownRuleError,
+    diff,
+    history,
+    lineage,
+    render_diff,
+    render_history,
+    render_lineage,
+)
+from rulechef_trace.demo import DEFAULT_DIR, DemoDataError, run_demo
+from rulechef_trace.render import render_trace
+from rulechef_trace.trace import TraceError, load_trace
+
+__all__ = ["build_parser", "colourize", "main", "wants_colour"]
+
+logger = logging.getLogger("rulechef_trace")
+
+PROG = "rulechef-trace"
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_BAD_INPUT = 2
+
+_RESET = "\033[0m"
+_BOLD = "\033[1m"
+_GREEN = "\033[32m"
+_RED = "\033[31m"
+_WORD_COLOURS = {"ACCEPTED": _GREEN, "REJECTED": _RED, "REVERTED": _RED}
+_WORDS_RE = re.compile(r"\b(ACCEPTED|REJECTED|REVERTED)\b")
+_VERDICT_RE = re.compile(r"^(OK|INVALID)\b")
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; reported in one line, exit status 2."""
+
+
+# ---------------------------------------------------------------------------
+# Colour
+# ---------------------------------------------------------------------------
+
+
+def wants_colour(stream: IO[str]) -> bool:
+    """Colour only for a terminal, and only while ``NO_COLOR`` is unset or empty."""
+    if os.environ.get("NO_COLOR", ""):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def colourize(text: str) -> str:
+    """Add ANSI colour: headings bold, ACCEPTED/OK green, REJECTED/REVERTED/INVALID red."""
+    return "".join(_colour_line(line) for line in text.splitlines(keepends=True))
+
+
+def _colour_line(line: str) -> str:
+    body = line.rstrip("\n")
+    end = line[len(body) :]
+    if body.startswith("RULECHEF "):
+        return f"{_BOLD}{body}{_RESET}{end}"
+    body = _WORDS_RE.sub(lambda m: f"{_WORD_COLOURS[m.group(1)]}{m.group(1)}{_RESET}", body)
+    verdict = _VERDICT_RE.match(body)
+    if verdict:
+        colour = _GREEN if verdict.group(1) == "OK" else _RED
+        body = f"{colour}{verdict.group(1)}{_RESET}{body[verdict.end() :]}"
+    return body + end
+
+
+class _PaintingStream(io.TextIOBase):
+    """A text stream that colours each write and passes it on (for the demo)."""
+
+    def __init__(self, target: IO[str]):
+        super().__init__()
+        self._target = target
+
+    def write(self, text: str) -> int:
+        self._target.write(colourize(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+
+def _out(text: str) -> None:
+    """Print a rendered text to standard output, coloured where wanted."""
+    print(colourize(text) if wants_colour(sys.stdout) else text, end="")
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------
+# Verbs
+# ---------------------------------------------------------------------------
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    out: IO[str] = sys.stdout
+    if wants_colour(sys.stdout):
+        out = cast(IO[str], _PaintingStream(sys.stdout))
+    try:
+        run_demo(args.dir, data=args.data, model=args.model, base_url=args.base_url, out=out)
+    except DemoDataError:
+        raise
+    except Exception as exc:  # the run failed; run_demo printed its trace
+        logger.debug("demo run failed", exc_info=True)
+        _error(f"demo run failed: {type(exc).__name__}: {exc}")
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    trace = load_trace(args.path)
+    if args.json:
+        print(orjson.dumps(trace, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _out(render_trace(trace))
+    return EXIT_OK
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    trace = load_trace(args.path)
+    try:
+        found = lineage(trace, args.rule)
+    except UnknownRuleError as exc:
+        raise UnknownRuleError(exc.rule, args.path) from None
+    _out(render_lineage(trace, found))
+    return EXIT_OK
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    a, b = load_trace(args.a), load_trace(args.b)
+    _out(render_diff(diff(a, b), labels=(args.a, args.b)))
+    return EXIT_OK
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    _out(render_history(history(args.storage_dir, args.dataset)))
+    return EXIT_OK
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for path in args.paths:
+        status = max(status, _validate_one(path))
+    return status
+
+
+def _validate_one(path: str) -> int:
+    """Check one file; print its verdict line. Returns its exit status."""
+    p = Path(path)
+    if not p.exists():
+        _error(f"{path}: no such file")
+        return EXIT_BAD_INPUT
+    if p.is_dir():
+        _error(f"{path}: is a directory, not a trace file")
+        return EXIT_BAD_INPUT
+    try:
+        trace = load_trace(p)
+    except TraceError as exc:
+        _out(f"INVALID  {path}: {exc.problem}\n")
+        return EXIT_INVALID
+    run = trace.run
+    _out(
+        f"OK       {path}  ({run.get('kind')}, {trace.status}, {len(trace.events)} events, "
+        f"{len(trace.final_rules)} rules)\n"
+    )
+    return EXIT_OK
+
+
+def _html_writer() -> Callable[[Path, str | None], Path]:
+    """``rulechef_trace.html.write_html``, imported only when the verb runs."""
+    try:
+        from rulechef_trace.html import write_html
+    except ImportError:
+        raise UsageError(
+            "the HTML report is not available in this installation (rulechef_trace.html is missing)"
+        ) from None
+    return write_html
+
+
+def _cmd_html(args: argparse.Namespace) -> int:
+    source = Path(args.source)
+    if not source.exists():
+        raise TraceError("no such file or directory", source)
+    write_html = _html_writer()
+    try:
+        written = write_html(source, args.output)
+    except OSError as exc:
+        raise UsageError(
+            f"{exc.filename or args.output or source}: cannot write: {exc.strerror or exc}"
+        ) from None
+    print(f"wrote {written}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# Parser and entry point
+# ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``rulechef-trace``, one sub-command per verb."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Read, compare and validate rulechef learning-run traces.",
+        epilog="Start with: rulechef-trace demo",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    _add_demo(verbs)
+    _add_show(verbs)
+    _add_lineage(verbs)
+    _add_diff(verbs)
+    _add_history(verbs)
+    _add_validate(verbs)
+    _add_html(verbs)
+    return parser
+
+
+def _verb(
+    verbs: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    handler: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    sub = verbs.add_parser(name, help=summary, description=summary)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def _add_demo(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = _verb(
+        verbs, "demo", "learn rules on a small data set, offline, and show the trace", _cmd_demo
+    )
+    sub.add_argument(
+        "--dir",
+        default=DEFAULT_DIR,
+        help=f"folder for the dataset and traces (default: {DEFAULT_DIR})",
+    )
+    sub.add_argument(
+        "--data",
+        metavar="FILE.jsonl",
+        help="JSONL with text and label fields (default: the packaged intents)",
+    )
+    sub.add_argument("--model", help="model name for a real endpoint (needs OPENAI_API_KEY)")
+    sub.add_argument(
+        "--base-url", metavar="URL", help="OpenAI-compatible endpoint (needs OPENAI_API_KEY)"
+    )
+
+
+def _add_show(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = _verb(verbs, "show", "print a trace step by step", _cmd_show)
+    sub.add_argument("path", help="a .trace.json or .trace.jsonl file")
+    sub.add_argument("--json", action="store_true", help="print the normalised trace as JSON")
+
+
+def _add_lineage(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = _verb(verbs, "lineage", "tell how a rule (or every final rule) came to be", _cmd_lineage)
+    sub.add_argument("path", help="a trace file")
+    sub.add_argument("rule", nargs="?", help="a rule id or name (default: every final rule)")
+
+
+def _add_diff(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = _verb(verbs, "diff", "compare two runs: rules, metrics, patches", _cmd_diff)
+    sub.add_argument("a", help="the first trace file")
+    sub.add_argument("b", help="the second trace file")
+
+
+def _add_history(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = _verb(
+        verbs, "history", "list the kept runs of a storage folder, oldest first", _cmd_history
+    )
+    sub.add_argument("storage_dir", metavar="STORAGE_DIR", help="the chef's storage folder")
+    sub.add_argument("--dataset", metavar="NAME", help="only this dataset")
+
+
+def _add_validate(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = _verb(
+        verbs, "validate", "check trace files against format v1 and the replay rule", _cmd_validate
+    )
+    sub.add_argument("paths", metavar="PATH", nargs="+", help="trace files")
+
+
+def _add_html(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = _verb(
+        verbs, "html", "write a self-contained HTML report of a trace or a history", _cmd_html
+    )
+    sub.add_argument("source", metavar="PATH", help="a trace file, or a storage folder")
+    sub.add_argument("-o", "--output", metavar="FILE", help="the HTML file to write")
+
+
+def _run(args: argparse.Namespace) -> int:
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (TraceError, DemoDataError, UsageError) as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``rulechef-trace`` with ``argv`` (default: the process arguments).
+
+    Returns:
+        The exit status: 0 fine, 1 invalid trace or failed demo, 2 bad input.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    try:
+        return _run(args)
+    except BrokenPipeError:  # e.g. `rulechef-trace show x | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
