@@ -354,9 +354,7 @@ def _y_floor(values: Iterable[float]) -> float:
 def _svg(frame: _Frame, label: str, parts: Iterable[str]) -> str:
     return (
         f'<svg viewBox="0 0 {frame.width} {frame.height}" width="{frame.width}" '
-        f'height="{frame.height}" role="img" aria-label="{_e(label)}">'
-        + "".join(parts)
-        + "</svg>"
+        f'height="{frame.height}" role="img" aria-label="{_e(label)}">' + "".join(parts) + "</svg>"
     )
 
 
@@ -374,8 +372,10 @@ def _metric_grid(frame: _Frame) -> list[str]:
 
 def _x_ticks(frame: _Frame, ticks: Sequence[tuple[float, str]], title: str) -> list[str]:
     base = frame.height - frame.bottom
-    parts = [f'<line class="axis" x1="{frame.left}" x2="{frame.width - frame.right}" '
-             f'y1="{base}" y2="{base}"/>']
+    parts = [
+        f'<line class="axis" x1="{frame.left}" x2="{frame.width - frame.right}" '
+        f'y1="{base}" y2="{base}"/>'
+    ]
     for value, text in ticks:
         x = _num(frame.x(value))
         parts.append(f'<text x="{x}" y="{base + 16}" text-anchor="middle">{_e(text)}</text>')
@@ -424,8 +424,11 @@ def _iteration_chart(trace: Trace) -> str:
     points = _iteration_points(trace)
     if not points:
         return '<p class="muted">No refinement iteration was evaluated in this run.</p>'
-    patched = [e["iteration"] + 0.5 for e in trace.events_of("patch_decided")
-               if isinstance(e.get("iteration"), int)]
+    patched = [
+        e["iteration"] + 0.5
+        for e in trace.events_of("patch_decided")
+        if isinstance(e.get("iteration"), int)
+    ]
     right = max([float(i) for i, _ in points] + patched) + 0.4
     frame = _Frame(_WIDTH, 280, 48, 16, 14, 40, 0.6, right, _y_floor(_chart_values(trace)))
     parts = _metric_grid(frame)
@@ -438,8 +441,10 @@ def _iteration_chart(trace: Trace) -> str:
         parts.append(_polyline(frame, "precision", precision))
     parts.append(_polyline(frame, "f1", f1))
     for i, m in points:
-        tip = (f"iteration {i}: F1 {pct(m.get('f1'))}, precision {pct(m.get('precision'))}, "
-               f"recall {pct(m.get('recall'))}, {m.get('failures', 0)} failures")
+        tip = (
+            f"iteration {i}: F1 {pct(m.get('f1'))}, precision {pct(m.get('precision'))}, "
+            f"recall {pct(m.get('recall'))}, {m.get('failures', 0)} failures"
+        )
         if _f(m.get("precision")) is not None:
             parts.append(_dot(frame, "dot-precision", i, float(m["precision"]), 3, tip))
         parts.append(_dot(frame, "dot-f1", i, float(m["f1"]), 4, tip))
@@ -488,8 +493,10 @@ def _link(frame: _Frame, css: str, start: tuple[float, float], end: tuple[float,
 
 def _cross(frame: _Frame, x: float, y: float, tip: str, size: float = 5) -> str:
     cx, cy = frame.x(x), frame.y(y)
-    d = (f"M{_num(cx - size)},{_num(cy - size)}L{_num(cx + size)},{_num(cy + size)}"
-         f"M{_num(cx - size)},{_num(cy + size)}L{_num(cx + size)},{_num(cy - size)}")
+    d = (
+        f"M{_num(cx - size)},{_num(cy - size)}L{_num(cx + size)},{_num(cy + size)}"
+        f"M{_num(cx - size)},{_num(cy + size)}L{_num(cx + size)},{_num(cy - size)}"
+    )
     return f'<path class="rejected" d="{d}"><title>{_e(tip)}</title></path>'
 
 
@@ -507,13 +514,17 @@ def _audit_marks(frame: _Frame, trace: Trace) -> list[str]:
         if value is None:
             continue
         cx, cy, r = frame.x(iteration + 0.22), frame.y(value), 7.5
-        d = (f"M{_num(cx)},{_num(cy - r)}L{_num(cx + r)},{_num(cy)}"
-             f"L{_num(cx)},{_num(cy + r)}L{_num(cx - r)},{_num(cy)}Z")
+        d = (
+            f"M{_num(cx)},{_num(cy - r)}L{_num(cx + r)},{_num(cy)}"
+            f"L{_num(cx)},{_num(cy + r)}L{_num(cx - r)},{_num(cy)}Z"
+        )
         css = "audit reverted" if event.get("reverted") else "audit"
-        tip = (f"mid-refinement audit of iteration {iteration}: "
-               f"{len(event.get('actions') or [])} applied, "
-               f"{len(event.get('skipped') or [])} skipped"
-               + (", reverted" if event.get("reverted") else ""))
+        tip = (
+            f"mid-refinement audit of iteration {iteration}: "
+            f"{len(event.get('actions') or [])} applied, "
+            f"{len(event.get('skipped') or [])} skipped"
+            + (", reverted" if event.get("reverted") else "")
+        )
         parts.append(f'<path class="{css}" d="{d}"><title>{_e(tip)}</title></path>')
     return parts
 
@@ -552,8 +563,10 @@ def _rule_count_chart(trace: Trace) -> str:
             f'width="{_num(slot * 0.7)}" height="{_num(height)}"><title>{_e(tip)}</title></rect>'
         )
         if len(counts) <= 40:
-            parts.append(f'<text class="count" x="{_num(x + slot * 0.35)}" '
-                         f'y="{_num(base - height - 3)}" text-anchor="middle">{count}</text>')
+            parts.append(
+                f'<text class="count" x="{_num(x + slot * 0.35)}" '
+                f'y="{_num(base - height - 3)}" text-anchor="middle">{count}</text>'
+            )
     step = max(1, len(counts) // 20)
     ticks = [(i + 0.5, str(e.get("seq"))) for i, (e, _) in enumerate(counts) if i % step == 0]
     parts += _x_ticks(frame, ticks, "step (seq)")
@@ -602,8 +615,10 @@ def _names(trace: Trace, ids: Any, limit: int = 4) -> str:
 def _move(event: Mapping[str, Any]) -> str:
     before = event.get("metrics_before") or {}
     after = event.get("metrics_after") or {}
-    return (f"F1 {pct(before.get('f1'))} → {pct(after.get('f1'))}, "
-            f"P {pct(before.get('precision'))} → {pct(after.get('precision'))}")
+    return (
+        f"F1 {pct(before.get('f1'))} → {pct(after.get('f1'))}, "
+        f"P {pct(before.get('precision'))} → {pct(after.get('precision'))}"
+    )
 
 
 def _d_run_started(t: Trace, e: Mapping[str, Any]) -> str:
@@ -612,16 +627,20 @@ def _d_run_started(t: Trace, e: Mapping[str, Any]) -> str:
 
 def _d_synthesized(t: Trace, e: Mapping[str, Any]) -> str:
     data = e.get("data") or {}
-    text = (f"{e.get('mode')} synthesis: {e.get('count', 0)} rules from "
-            f"{data.get('examples', 0)} examples")
+    text = (
+        f"{e.get('mode')} synthesis: {e.get('count', 0)} rules from "
+        f"{data.get('examples', 0)} examples"
+    )
     return text + (f"; added {_names(t, e.get('added'))}" if e.get("added") else "")
 
 
 def _d_iteration(t: Trace, e: Mapping[str, Any]) -> str:
     m = e.get("metrics") or {}
-    return (f"iteration {e.get('iteration')}/{e.get('max_iterations')}: F1 {pct(m.get('f1'))}, "
-            f"P {pct(m.get('precision'))}, R {pct(m.get('recall'))}, "
-            f"exact {pct(m.get('exact_match'))}, {m.get('failures', 0)} failures")
+    return (
+        f"iteration {e.get('iteration')}/{e.get('max_iterations')}: F1 {pct(m.get('f1'))}, "
+        f"P {pct(m.get('precision'))}, R {pct(m.get('recall'))}, "
+        f"exact {pct(m.get('exact_match'))}, {m.get('failures', 0)} failures"
+    )
 
 
 def _d_critiqued(t: Trace, e: Mapping[str, Any]) -> str:
@@ -676,8 +695,10 @@ def _d_pruned(t: Trace, e: Mapping[str, Any]) -> str:
 def _d_refined(t: Trace, e: Mapping[str, Any]) -> str:
     m = e.get("metrics") or {}
     reason = str(e.get("stop_reason")).replace("_", " ")
-    text = (f"refinement ended ({reason}) after {e.get('iterations')}/{e.get('max_iterations')} "
-            f"iterations; best F1 {pct(m.get('f1'))}")
+    text = (
+        f"refinement ended ({reason}) after {e.get('iterations')}/{e.get('max_iterations')} "
+        f"iterations; best F1 {pct(m.get('f1'))}"
+    )
     if e.get("kept_earlier"):
         text += f"; kept the earlier rules of step #{e.get('kept_seq')}"
     return text
@@ -704,8 +725,10 @@ _DESCRIBE: dict[str, Callable[[Trace, Mapping[str, Any]], str]] = {
 
 
 def _step_table(trace: Trace) -> str:
-    rows = ['<table><thead><tr><th class="num">seq</th><th class="num">time</th>'
-            '<th class="num">rules</th><th>step</th><th>what happened</th></tr></thead><tbody>']
+    rows = [
+        '<table><thead><tr><th class="num">seq</th><th class="num">time</th>'
+        '<th class="num">rules</th><th>step</th><th>what happened</th></tr></thead><tbody>'
+    ]
     for event, count in _rule_counts(trace):
         kind = str(event.get("type"))
         describe = _DESCRIBE.get(kind)
@@ -763,17 +786,28 @@ def _per_class_section(trace: Trace) -> list[str]:
     classes = (trace.final_metrics or {}).get("per_class") or []
     if not classes:
         return []
-    rows = ['<h2>Final metrics per class</h2><table class="narrow"><thead><tr><th>label</th>'
-            '<th class="num">F1</th><th class="num">precision</th><th class="num">recall</th>'
-            '<th class="num">TP</th><th class="num">FP</th><th class="num">FN</th>'
-            "</tr></thead><tbody>"]
+    rows = [
+        '<h2>Final metrics per class</h2><table class="narrow"><thead><tr><th>label</th>'
+        '<th class="num">F1</th><th class="num">precision</th><th class="num">recall</th>'
+        '<th class="num">TP</th><th class="num">FP</th><th class="num">FN</th>'
+        "</tr></thead><tbody>"
+    ]
     for cm in classes:
         if not isinstance(cm, Mapping):
             continue
-        cells = [pct(cm.get("f1")), pct(cm.get("precision")), pct(cm.get("recall")),
-                 cm.get("tp", "—"), cm.get("fp", "—"), cm.get("fn", "—")]
-        rows.append(f"<tr><td>{_e(cm.get('label'))}</td>"
-                    + "".join(f'<td class="num">{_e(c)}</td>' for c in cells) + "</tr>")
+        cells = [
+            pct(cm.get("f1")),
+            pct(cm.get("precision")),
+            pct(cm.get("recall")),
+            cm.get("tp", "—"),
+            cm.get("fp", "—"),
+            cm.get("fn", "—"),
+        ]
+        rows.append(
+            f"<tr><td>{_e(cm.get('label'))}</td>"
+            + "".join(f'<td class="num">{_e(c)}</td>' for c in cells)
+            + "</tr>"
+        )
     rows.append("</tbody></table>")
     return ["".join(rows)]
 
@@ -803,8 +837,11 @@ def _history_page(found: History) -> str:
         rows = [r for r in found.rows if r.dataset == dataset]
         body += [f"<h2>{_e(dataset)}</h2>", _history_chart(rows), _history_table(rows)]
     if found.notes:
-        body.append("<h3>Skipped files</h3><ul>"
-                    + "".join(f"<li>{_e(n)}</li>" for n in found.notes) + "</ul>")
+        body.append(
+            "<h3>Skipped files</h3><ul>"
+            + "".join(f"<li>{_e(n)}</li>" for n in found.notes)
+            + "</ul>"
+        )
     return _page(f"rulechef history · {found.storage_dir}", body)
 
 
@@ -812,8 +849,17 @@ def _history_chart(rows: Sequence[HistoryRow]) -> str:
     points = [(i + 1, r) for i, r in enumerate(rows) if r.f1 is not None]
     if not points:
         return '<p class="muted">No kept run of this dataset computed an F1.</p>'
-    frame = _Frame(_WIDTH, 240, 48, 16, 14, 40, 0.5, len(rows) + 0.5,
-                   _y_floor(float(r.f1 or 0) for _, r in points))
+    frame = _Frame(
+        _WIDTH,
+        240,
+        48,
+        16,
+        14,
+        40,
+        0.5,
+        len(rows) + 0.5,
+        _y_floor(float(r.f1 or 0) for _, r in points),
+    )
     parts = _metric_grid(frame)
     step = max(1, len(rows) // 20)
     parts += _x_ticks(frame, [(i + 1, str(i + 1)) for i in range(0, len(rows), step)], "run")
@@ -830,16 +876,18 @@ def _when(started_at: str | None) -> str:
 
 
 def _history_table(rows: Sequence[HistoryRow]) -> str:
-    out = ['<table><thead><tr><th class="num">#</th><th class="num">started (UTC)</th><th>kind</th>'
-           '<th>status</th><th class="num">duration</th><th class="num">iterations</th>'
-           '<th class="num">rules</th><th class="num">F1</th><th>run</th>'
-           "</tr></thead><tbody>"]
+    out = [
+        '<table><thead><tr><th class="num">#</th><th class="num">started (UTC)</th><th>kind</th>'
+        '<th>status</th><th class="num">duration</th><th class="num">iterations</th>'
+        '<th class="num">rules</th><th class="num">F1</th><th>run</th>'
+        "</tr></thead><tbody>"
+    ]
     for index, r in enumerate(rows, start=1):
         iterations = "—" if r.iterations is None else str(r.iterations)
         out.append(
             f'<tr title="{_e(Path(r.path).name)}"><td class="num">{index}</td>'
             f'<td class="num">{_e(_when(r.started_at))}</td><td>{_e(r.kind)}</td>'
-            f"<td>{_badge(r.status)}</td><td class=\"num\">{_e(_seconds(r.duration_s))}</td>"
+            f'<td>{_badge(r.status)}</td><td class="num">{_e(_seconds(r.duration_s))}</td>'
             f'<td class="num">{_e(iterations)}</td><td class="num">{r.rules}</td>'
             f'<td class="num">{_e(pct(r.f1))}</td><td><code>{_e(r.run_id[:8])}</code></td></tr>'
         )

@@ -659,9 +659,11 @@ def _after_patch(state: RunState, args: dict[str, Any], result: Any, context: No
             "metrics_before": short_metrics(state.last_select),
             "metrics_after": None,
             "failures": state.failures,
+            "deleted_names": [],
             "added": [],
             "removed": [],
             "rules_after": list(state.working),
+            "rule_names": {},
         },
     )
 

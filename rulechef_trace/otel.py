@@ -57,7 +57,7 @@ try:
     from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(
-        "rulechef_trace.otel needs opentelemetry-api: pip install \"rulechef-trace[otel]\""
+        'rulechef_trace.otel needs opentelemetry-api: pip install "rulechef-trace[otel]"'
     ) from exc
 
 __all__ = ["SCOPE", "OTelBridge", "attach"]
@@ -226,9 +226,7 @@ def _ns(seconds: Any) -> int:
     return int(seconds * 1e9) if isinstance(seconds, (int, float)) else 0
 
 
-def _step_span(
-    name: str, attributes: Callable[[Mapping[str, Any]], Attributes]
-) -> Handler:
+def _step_span(name: str, attributes: Callable[[Mapping[str, Any]], Attributes]) -> Handler:
     """A handler that records an event as a child span from the previous event to this one."""
 
     def handle(tracer: Tracer, run: _Run, kind: str, payload: Mapping[str, Any], at: int) -> None:
@@ -241,9 +239,7 @@ def _step_span(
     return handle
 
 
-def _span_event(
-    name: str, attributes: Callable[[Mapping[str, Any]], Attributes]
-) -> Handler:
+def _span_event(name: str, attributes: Callable[[Mapping[str, Any]], Attributes]) -> Handler:
     """A handler that records an event as a span event on the current step parent."""
 
     def handle(tracer: Tracer, run: _Run, kind: str, payload: Mapping[str, Any], at: int) -> None:

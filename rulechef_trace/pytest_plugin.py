@@ -189,9 +189,7 @@ def _event_type(value: Any) -> str | None:
         return None
     name = getattr(value, "name", value)
     if name not in EVENT_TYPES:
-        raise ValueError(
-            f"unknown event type {value!r}; expected one of {', '.join(EVENT_TYPES)}"
-        )
+        raise ValueError(f"unknown event type {value!r}; expected one of {', '.join(EVENT_TYPES)}")
     return str(name)
 
 

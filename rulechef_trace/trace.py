@@ -6,8 +6,10 @@ data, with a few read-only helpers; docs/trace-format.md describes every key.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,18 @@ class Trace(dict[str, Any]):
     def events_of(self, *types: str) -> list[dict[str, Any]]:
         """Return the events of the given types, in sequence order."""
         return [e for e in self.events if e.get("type") in types]
+
+    def lineage(self, rule: str | None = None) -> list[Any]:
+        """Return how a rule (id or name; every final rule when None) came to be.
+
+        See :func:`rulechef_trace.analysis.lineage`.
+
+        Raises:
+            UnknownRuleError: when the trace knows no such rule.
+        """
+        from rulechef_trace.analysis import lineage  # analysis builds on this module
+
+        return list(lineage(self, rule))
 
     def name_of(self, rule_id: str) -> str:
         """Return a rule's name, or its id when the trace does not know it."""
@@ -349,10 +363,27 @@ def validate(trace: Any) -> list[str]:
     return []
 
 
+@functools.lru_cache(maxsize=1)
+def _required() -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """Keys the shipped JSON Schema requires: of the run, and of each event type."""
+    schema = orjson.loads(
+        files("rulechef_trace").joinpath("data/trace-v1.schema.json").read_bytes()
+    )
+    definitions = schema["$defs"]
+    by_type = {
+        clause["if"]["properties"]["type"]["const"]: tuple(clause["then"].get("required", ()))
+        for clause in definitions["event"].get("allOf", ())
+    }
+    return tuple(definitions["run"]["required"]), by_type
+
+
 def _structure_problems(trace: Mapping[str, Any]) -> list[str]:
     run, events, final = trace.get("run"), trace.get("events"), trace.get("final")
     if not isinstance(run, dict):
         return ['"run" is missing or not an object']
+    missing = [key for key in _required()[0] if key not in run]
+    if missing:
+        return [f"run lacks {', '.join(missing)}"]
     if run.get("status") not in STATUSES:
         return [f"run.status {run.get('status')!r} is not one of {', '.join(STATUSES)}"]
     if not isinstance(events, list) or not events:
@@ -382,8 +413,11 @@ def _event_problems(events: list[Any], status: str) -> list[str]:
             return [f"event #{index + 1} ({kind}): seq {seq!r} is not strictly increasing from 1"]
         expected = seq + 1
         t = event.get("t")
-        if t is not None and (not isinstance(t, (int, float)) or not math.isfinite(t)):
-            return [f"event seq {seq} ({kind}): t is not a number"]
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t):
+            return [f"event seq {seq} ({kind}): t is missing or not a number"]
+        missing = [key for key in _required()[1].get(kind, ()) if key not in event]
+        if missing:
+            return [f"event seq {seq} ({kind}) lacks {', '.join(missing)}"]
         for key in ("added", "removed", "rules_after", "rules"):
             value = event.get(key)
             if value is not None and not _is_id_list(value):

@@ -166,3 +166,37 @@ def test_stream_with_broken_middle_line_is_an_error(tmp_path, real):
         load_trace(path)
     out = io.StringIO()
     assert out.getvalue() == ""
+
+
+CLI_FUZZ = settings(
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+
+@CLI_FUZZ
+@given(
+    data=st.one_of(st.binary(max_size=200), st.builds(lambda n: b"[" * n, st.integers(1, 50_000))),
+    verb=st.sampled_from(["show", "show --json", "lineage", "diff", "validate", "html"]),
+)
+def test_every_cli_verb_turns_bad_bytes_into_one_line_and_status_2(tmp_path, capsys, data, verb):
+    from rulechef_trace.cli import main
+
+    path = tmp_path / "fuzz.trace.json"
+    path.write_bytes(data)
+    words = verb.split()
+    argv = [*words, str(path)] + ([str(path)] if words[0] == "diff" else [])
+    if words[0] == "html":
+        argv += ["-o", str(tmp_path / "out.html")]
+    status = main(argv)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    if words[0] == "validate":
+        assert status in (1, 2) and str(path) in out + err
+        return
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("rulechef-trace: error: ")
+    assert str(path) in err

@@ -57,7 +57,8 @@ class Page(HTMLParser):
     def find(self, tag: str, css: str | None = None) -> list[dict[str, str]]:
         """Attributes of every ``tag`` whose class list holds ``css``."""
         return [
-            a for t, a in self.tags
+            a
+            for t, a in self.tags
             if t == tag and (css is None or css in a.get("class", "").split())
         ]
 
@@ -136,8 +137,12 @@ def test_rule_counts_steps_and_lineage(rich, rich_page):
     assert len(page.find("rect", "bar")) == len(trace.events)
     step_rows = [a for t, a in page.tags if t == "tr" and "class" in a]
     assert len(step_rows) == len(trace.events)
-    assert [a["class"] for a in step_rows if a["class"]] == ["accepted", "rejected", "empty",
-                                                             "accepted"]
+    assert [a["class"] for a in step_rows if a["class"]] == [
+        "accepted",
+        "rejected",
+        "empty",
+        "accepted",
+    ]
     rules = page.find("details", "rule")
     assert len(rules) == len(trace.final_rules) == 2
     text = "".join(page.text)
@@ -230,8 +235,12 @@ def test_history_page_charts_f1_per_kept_run(tmp_path):
     with record_trace(chef):
         for iterations in (1, 2, 3):
             quiet(chef.learn_rules, max_refinement_iterations=iterations)
-        chef.load_rules([*(r.to_dict() for r in chef.dataset.rules),
-                         {**rule("broad", "day|thing|food", "pos", 9), "content": "day"}])
+        chef.load_rules(
+            [
+                *(r.to_dict() for r in chef.dataset.rules),
+                {**rule("broad", "day|thing|food", "pos", 9), "content": "day"},
+            ]
+        )
         quiet(chef.rank_rules, prune=True, verbose=False)
     runs = sorted((tmp_path / "reviews.traces").glob("*.trace.json"))
     assert len(runs) == 4
@@ -261,11 +270,24 @@ def screenshot(page: Path, png: Path, profile: Path, size: str = "1200,1600") ->
     chromium = shutil.which("chromium")
     assert chromium is not None
     subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", f"--screenshot={png}",
-         f"--window-size={size}", page.resolve().as_uri()],
-        check=True, capture_output=True, timeout=120,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            f"--screenshot={png}",
+            f"--window-size={size}",
+            page.resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
 
 

@@ -127,15 +127,18 @@ def test_steps_and_iterations_carry_the_traces_ids_counts_and_metrics(tmp_path, 
 
     events = recorded.events_of("patch_decided")
     patches = named(spans, "rulechef.patch")
-    assert [p.attributes["rulechef.patch.outcome"] for p in patches] == [
-        e["outcome"] for e in events
-    ] == ["accepted", "rejected", "accepted"]
+    assert (
+        [p.attributes["rulechef.patch.outcome"] for p in patches]
+        == [e["outcome"] for e in events]
+        == ["accepted", "rejected", "accepted"]
+    )
     for span, event in zip(patches, events, strict=True):
         assert list(span.attributes["rulechef.rules.added"]) == event["added"]
         assert span.attributes["rulechef.after.f1"] == event["metrics_after"]["f1"]
         assert span.attributes["rulechef.rules.count"] == len(event["rules_after"])
-    assert list(patches[1].attributes["rulechef.patch.proposed_added"]) == (
-        events[1]["proposed"]["added"]
+    assert (
+        list(patches[1].attributes["rulechef.patch.proposed_added"])
+        == (events[1]["proposed"]["added"])
     )
 
     iterations = [e for e in refine.events if e.name == "rulechef.iteration"]
@@ -187,8 +190,9 @@ def test_rank_rules_prune_is_a_span_of_its_own(tmp_path, exporter):
     chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
     chef.learn_rules(max_refinement_iterations=2)
     harmful = rule("broad", "day|thing|food|trip|mess", "pos", priority=9)
-    chef.load_rules([*(r.to_dict() for r in chef.dataset.rules),
-                     {**harmful, "content": harmful["pattern"]}])
+    chef.load_rules(
+        [*(r.to_dict() for r in chef.dataset.rules), {**harmful, "content": harmful["pattern"]}]
+    )
     broad = next(r.id for r in chef.dataset.rules if r.name == "broad")
     with otel.attach(chef):
         chef.rank_rules(prune=True, verbose=False)
@@ -246,8 +250,14 @@ def test_concurrent_runs_on_different_chefs_keep_their_own_spans(tmp_path, expor
     for run in runs:
         mine = [s for s in spans if s.context.trace_id == run.context.trace_id]
         assert sorted(s.name for s in mine) == sorted(
-            ["rulechef.learn", "rulechef.synthesize", "rulechef.refine", "rulechef.patch",
-             "rulechef.patch", "rulechef.audit"]
+            [
+                "rulechef.learn",
+                "rulechef.synthesize",
+                "rulechef.refine",
+                "rulechef.patch",
+                "rulechef.patch",
+                "rulechef.audit",
+            ]
         )
         patches = named(mine, "rulechef.patch")
         assert [p.attributes["rulechef.patch.outcome"] for p in patches] == ["rejected", "accepted"]

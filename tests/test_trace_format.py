@@ -156,3 +156,27 @@ def test_stream_cut_mid_line_loads_as_incomplete(tmp_path):
     assert [e["seq"] for e in partial.events] == [1, 2, 3, 4]
     assert sorted(partial.final_rules) == sorted(replay(partial))
     assert partial.final_metrics is None
+
+
+def test_validate_requires_the_fields_the_schema_requires(trace_file):
+    trace = load_trace(trace_file)
+    broken = copy.deepcopy(trace)
+    patch = next(e for e in broken["events"] if e["type"] == "patch_decided")
+    del patch["outcome"]
+    assert validate(broken) == [f"event seq {patch['seq']} (patch_decided) lacks outcome"]
+    broken = copy.deepcopy(trace)
+    del broken["events"][1]["t"]
+    assert "t is missing" in validate(broken)[0]
+    broken = copy.deepcopy(trace)
+    del broken["run"]["rulechef_version"]
+    assert validate(broken) == ["run lacks rulechef_version"]
+
+
+def test_trace_lineage_names_where_each_final_rule_came_from(trace_file):
+    trace = load_trace(trace_file)
+    lineages = trace.lineage()
+    assert sorted(x.rule_id for x in lineages) == sorted(trace.final_rules)
+    (more,) = trace.lineage("pos more")
+    assert more.origin == "patch"
+    with pytest.raises(TraceError, match="no-such-rule"):
+        trace.lineage("no-such-rule")
