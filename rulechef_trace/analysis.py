@@ -369,7 +369,7 @@ def _removed_by_audit(
     for action in _merges(event):
         if rid in (action.get("sources") or ()):
             result = action.get("result")
-            into = _label(trace, result) if result else str(action.get("name"))
+            into = _label(trace, result) if result else "a merged rule"
             return f"merged into {into} by {_audit_name(event)}", (result,) if result else ()
     return f"removed by {_audit_name(event)}", ()
 

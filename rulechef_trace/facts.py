@@ -145,19 +145,19 @@ def explain_audit(
             if why:
                 skipped.append(_skipped("merge", ids, before_ids, why))
                 continue
-            base = max(sources, key=lambda r: r.priority)
             for rid in ids:
                 current.pop(rid, None)
+            # The merged rule's name is in the event's rule_names; a reverted merge
+            # made no rule, and the name an LLM proposed for it stays out.
             applied.append(
                 {
                     "action": "merge",
-                    "sources": [r.id for r in sources],
+                    "sources": list(dict.fromkeys(r.id for r in sources)),
                     "result": next(new_ids, None),
-                    "name": a.merged_name or base.name,
                 }
             )
         elif a.action == "remove":
-            known = [rid for rid in ids if rid in current]
+            known = list(dict.fromkeys(rid for rid in ids if rid in current))
             if not known:
                 skipped.append(_skipped("remove", ids, before_ids, "unknown rule ids"))
                 continue

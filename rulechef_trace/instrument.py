@@ -107,6 +107,9 @@ class RunState:
     hook_errors: int = 0
     receiver_errors: int = 0
     result: Any = None
+    baseline_pending: bool = False
+    loaded: list[str] = field(default_factory=list)
+    coordinator: Any = None
 
 
 _current: ContextVar[RunState | None] = ContextVar("rulechef_trace_run", default=None)
@@ -119,6 +122,11 @@ def current_run() -> RunState | None:
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    # rulechef can hold a rule twice; the trace treats rule sets as sets.
+    return list(dict.fromkeys(ids))
 
 
 def _remember(state: RunState, rules: Iterable[Any]) -> None:
@@ -149,6 +157,7 @@ def _emit_change(
     state: RunState, signal: NamedSignal, after: list[str], fields: dict[str, Any]
 ) -> None:
     """Emit an event that moves the working rule set to ``after``."""
+    after = _unique(after)
     before = set(state.working)
     after_set = set(after)
     added = [rid for rid in after if rid not in before]
@@ -203,7 +212,8 @@ def _start_run(chef: Any, kind: str, params: dict[str, Any]) -> RunState:
     dataset = getattr(chef, "dataset", None)
     rules = list(getattr(dataset, "rules", None) or [])
     state = RunState(chef=chef, kind=kind)
-    state.working = rule_ids(rules)
+    state.working = _unique(rule_ids(rules))
+    state.baseline_pending = dataset is None
     _remember(state, rules)
     task = getattr(chef, "task", None)
     task_type = getattr(getattr(task, "type", None), "value", None)
@@ -228,32 +238,38 @@ def _start_run(chef: Any, kind: str, params: dict[str, Any]) -> RunState:
 
 
 def _finish_run(state: RunState, result: Any, error: BaseException | None) -> None:
-    dataset = getattr(state.chef, "dataset", None)
-    rules = list(getattr(dataset, "rules", None) or [])
+    chef = state.chef
+    rules = list(getattr(getattr(chef, "dataset", None), "rules", None) or [])
     _remember(state, rules)
-    final_ids = rule_ids(rules)
-    fields: dict[str, Any] = {}
-    if set(final_ids) != set(state.working):
-        # A path no hook saw changed the rules; keep the replay invariant and say so.
-        logger.warning(
-            "rulechef_trace: run %s ended with rule changes no hook explained", state.run_id
-        )
-        fields["unexplained"] = True
-        _emit_change(state, sig.pruned, final_ids, {"reason": "unexplained"})
     if error is not None:
         state.status = "failed"
+    final_ids = _unique(rule_ids(rules))
+    fields: dict[str, Any] = {}
+    if set(final_ids) != set(state.working):
+        if error is not None:
+            # rulechef stores the working rules only at the end; a failed run keeps the old ones.
+            fields["discarded"] = True
+        elif state.baseline_pending:
+            # The task was discovered and its stored rules loaded, then the run ended early.
+            fields["loaded"] = [rid for rid in final_ids if rid not in set(state.working)]
+        else:
+            logger.warning(
+                "rulechef_trace: run %s ended with rule changes no hook explained", state.run_id
+            )
+            fields["unexplained"] = True
     metrics = None
     if state.kind == "learn" and isinstance(result, tuple) and len(result) == 2:
         metrics = metrics_of(result[1])
-    duration = time.perf_counter() - state.started
+    task = getattr(chef, "task", None)
     fields.update(
         {
             "status": state.status,
             "error": _describe_error(error),
             "ended_at": _utc_now(),
-            "duration_s": round(duration, 6),
+            "duration_s": round(time.perf_counter() - state.started, 6),
+            "task": getattr(task, "name", None),
+            "task_type": getattr(getattr(task, "type", None), "value", None),
             "rules": final_ids,
-            "rule_names": {rid: state.names.get(rid, "?") for rid in final_ids},
             "metrics": metrics,
             "stats": {
                 "hook_errors": state.hook_errors,
@@ -261,7 +277,8 @@ def _finish_run(state: RunState, result: Any, error: BaseException | None) -> No
             },
         }
     )
-    _emit(state, sig.finalized, fields)
+    # Always the last event, and like every other one it may move the rules.
+    _emit_change(state, sig.finalized, final_ids, fields)
 
 
 def _describe_error(error: BaseException | None) -> dict[str, str] | None:
@@ -314,7 +331,8 @@ def _run(chef: Any, kind: str, params: dict[str, Any]) -> Iterator[RunState | No
         yield None
         return
     token = _current.set(state)
-    patched = _guard(state, "coordinator", _patch_coordinator, getattr(chef, "coordinator", None))
+    coordinator = getattr(chef, "coordinator", None)
+    patched = _guard(state, "coordinator", _patch_coordinator, coordinator)
     outcome: dict[str, Any] = {}
     try:
         yield state
@@ -323,7 +341,7 @@ def _run(chef: Any, kind: str, params: dict[str, Any]) -> Iterator[RunState | No
         raise
     finally:
         if patched:
-            _guard(state, "coordinator", _unpatch_coordinator, chef.coordinator)
+            _guard(state, "coordinator", _unpatch_coordinator, coordinator)
         _current.reset(token)
         _guard(state, "finalized", _finish_run, state, state.result, outcome.get("error"))
 
@@ -403,7 +421,8 @@ def _wrap_rank_rules(original: Callable[..., Any]) -> Callable[..., Any]:
         if not _wanted():
             return original(self, *args, **kwargs)
         params = _guard(None, "params", _plain_params, signature, self, args, kwargs) or {}
-        if not params.get("prune"):
+        # rulechef prunes only with both flags; anything else changes no rule.
+        if not (params.get("prune") and params.get("compute_marginal")):
             return original(self, *args, **kwargs)
         with _run(self, "rank_rules", params) as state:
             report = original(self, *args, **kwargs)
@@ -465,7 +484,14 @@ def _mark_mode(mode: str) -> Before:
 def _before_synthesis(state: RunState, args: dict[str, Any]) -> bool:
     state.synth_called = True
     state.phase = "synthesis"
-    return bool(args["incremental_only"] and args["self"]._chef.dataset.rules)
+    chef = args["self"]._chef
+    if state.baseline_pending:
+        # The task was discovered during this run: its dataset (and the rules
+        # stored with it) appeared after run_started.
+        state.baseline_pending = False
+        _remember(state, chef.dataset.rules)
+        state.loaded = [r.id for r in chef.dataset.rules if r.id not in set(state.working)]
+    return bool(args["incremental_only"] and chef.dataset.rules)
 
 
 def _after_synthesis(
@@ -474,16 +500,33 @@ def _after_synthesis(
     state.phase = "refinement"
     if incremental:
         return  # _merge_rules told this part of the story
+    chef = args["self"]._chef
     fields = {
         "mode": state.synth_mode or "bulk",
         "count": len(rules or ()),
-        "data": _data_counts(args["self"]._chef),
-        "per_label": labels_of(rules or ()),
+        "data": _data_counts(chef),
+        "per_label": _per_label(chef, rules or ()),
+        **({"loaded": state.loaded} if state.loaded else {}),
     }
-    # rulechef keeps the old rules when synthesis produced none.
-    after = rule_ids(rules) if rules else list(state.working)
+    # rulechef keeps the chef's rules when synthesis produced none.
+    after = rule_ids(rules) if rules else rule_ids(chef.dataset.rules)
     _remember(state, rules or ())
     _emit_change(state, sig.synthesized, after, fields)
+
+
+def _per_label(chef: Any, rules: Iterable[Any]) -> dict[str, int]:
+    """Rules per output label; a label the dataset does not have counts as "(other)".
+
+    Labels in rules are written by the LLM; only the dataset's own classes
+    (rulechef's ``_get_classes``, read from the labels alone) enter a trace.
+    """
+    get_classes = getattr(getattr(chef, "learner", None), "_get_classes", None)
+    known = set(get_classes(chef.dataset)) if callable(get_classes) else set()
+    counts: dict[str, int] = {}
+    for label, n in labels_of(rules).items():
+        key = label if label in known else "(other)"
+        counts[key] = counts.get(key, 0) + n
+    return counts
 
 
 def _data_counts(chef: Any) -> dict[str, int]:
@@ -511,7 +554,8 @@ def _after_incremental_merge(
             "mode": "incremental",
             "count": len(patches),
             "data": _data_counts(args["self"]._chef),
-            "per_label": labels_of(patches),
+            "per_label": _per_label(args["self"]._chef, patches),
+            **({"loaded": state.loaded} if state.loaded else {}),
             "failures": state.failures,
             "replaced": merge["replaced"],
             "deleted": merge["deleted"],
@@ -618,6 +662,7 @@ def _on_guidance(state: RunState, args: dict[str, Any], result: Any, context: No
 
 
 def _on_critique(state: RunState, args: dict[str, Any], critique: Any, context: None) -> None:
+    returned = bool(critique)
     critique = critique if isinstance(critique, dict) else {}
     rule_feedback = critique.get("rule_feedback")
     rule_feedback = rule_feedback if isinstance(rule_feedback, dict) else {}
@@ -626,7 +671,7 @@ def _on_critique(state: RunState, args: dict[str, Any], critique: Any, context: 
         sig.critiqued,
         {
             "iteration": state.iteration + 1,
-            "returned": bool(critique),
+            "returned": returned,
             # Keys come from an LLM: only known rule ids may enter the trace.
             "rules_with_feedback": sorted(k for k in rule_feedback if k in state.names),
             "feedback_count": len(rule_feedback),
@@ -673,16 +718,16 @@ def _after_merge_patch(
 ) -> None:
     existing, patches = args["existing"], args["patches"]
     _remember(state, [*existing, *patches])
-    merge = explain_name_merge(existing, patches, args["deleted_names"])
     result_ids = rule_ids(result)
-    state.pending_patch = {
-        "candidate": result_ids,
-        "patch": rule_ids(patches),
-        "replaced": merge["replaced"],
-        "deleted": merge["deleted"],
-        "collapsed": merge["collapsed"],
-        "deduped": [rid for rid in merge["merged"] if rid not in set(result_ids)],
-    }
+    # The candidate first: the decision's rule changes survive a failed explanation.
+    state.pending_patch = {"candidate": result_ids, "patch": rule_ids(patches)}
+    merge = explain_name_merge(existing, patches, args["deleted_names"])
+    state.pending_patch.update(
+        replaced=merge["replaced"],
+        deleted=merge["deleted"],
+        collapsed=merge["collapsed"],
+        deduped=[rid for rid in merge["merged"] if rid not in set(result_ids)],
+    )
 
 
 def _on_patch_decision(state: RunState, args: dict[str, Any], result: Any, context: None) -> None:
@@ -788,6 +833,8 @@ def _after_rank(state: RunState, chef: Any, report: Any) -> None:
     marginal = {
         r.rule_id: r.marginal_f1 for r in getattr(report, "rankings", ()) if r.rule_id in removed
     }
+    # rulechef ranks nothing, and reports zeros, when the chef has no rule.
+    ranked = bool(getattr(report, "rankings", None))
     ensemble = {
         "f1": getattr(report, "ensemble_f1", None),
         "precision": getattr(report, "ensemble_precision", None),
@@ -797,7 +844,11 @@ def _after_rank(state: RunState, chef: Any, report: Any) -> None:
         state,
         sig.pruned,
         after,
-        {"reason": "harmful_rules", "marginal_f1": marginal, "ensemble": ensemble},
+        {
+            "reason": "harmful_rules",
+            "marginal_f1": marginal,
+            "ensemble": ensemble if ranked else None,
+        },
     )
 
 
@@ -826,20 +877,23 @@ def _patch_coordinator(coordinator: Any) -> bool:
             count, previous = _coordinator_patches[key]
             _coordinator_patches[key] = (count + 1, previous)
             return True
-        saved: dict[str, Any] = {}
         own = getattr(coordinator, "__dict__", None)
         if own is None:
-            logger.warning(
+            _warn_once(
+                ("coordinator", type(coordinator).__qualname__),
                 "rulechef_trace: coordinator %s has no instance dict; guided, critiqued "
                 "and proposed audit actions will be missing",
                 type(coordinator).__qualname__,
             )
             return False
-        for name, wrap in COORDINATOR_HOOKS.items():
-            method = getattr(coordinator, name, None)
-            if callable(method):
-                saved[name] = own.get(name, _ABSENT)
-                own[name] = wrap(method)
+        # Every wrapper is built before any is set, so a failure leaves nothing behind.
+        wrappers = {
+            name: wrap(method)
+            for name, wrap in COORDINATOR_HOOKS.items()
+            if callable(method := getattr(coordinator, name, None))
+        }
+        saved = {name: own.get(name, _ABSENT) for name in wrappers}
+        own.update(wrappers)
         _coordinator_patches[key] = (1, saved)
         return True
 
@@ -974,6 +1028,8 @@ HOOKS: tuple[Hook, ...] = (
 _lock = threading.RLock()
 # (class, name) -> the exact object found in the class __dict__ (or _ABSENT)
 _originals: dict[tuple[type, str], Any] = {}
+# (class, name) -> the object we set there
+_installed: dict[tuple[type, str], Any] = {}
 _warned: set[tuple[str, ...]] = set()
 
 
@@ -1004,6 +1060,9 @@ def _resolve(hook: Hook) -> tuple[type, Any] | None:
     return cls, method
 
 
+_MARK = "__rulechef_trace_hook__"
+
+
 def _install() -> None:
     missing = []
     for hook in HOOKS:
@@ -1013,23 +1072,38 @@ def _install() -> None:
             continue
         cls, method = found
         key = (cls, hook.name)
-        if key in _originals:
-            continue
-        _originals[key] = cls.__dict__.get(hook.name, _ABSENT)
-        if isinstance(method, staticmethod):
-            setattr(cls, hook.name, staticmethod(hook.wrap(method.__func__)))
-        else:
-            setattr(cls, hook.name, hook.wrap(method))
+        if key not in _originals:
+            _install_one(cls, hook, method)
     if missing:
         _warn_missing(missing)
 
 
-def _warn_missing(missing: list[Hook]) -> None:
-    key = tuple(f"{h.owner}.{h.name}" for h in missing)
+def _install_one(cls: type, hook: Hook, method: Any) -> None:
+    is_static = isinstance(method, staticmethod)
+    func = method.__func__ if is_static else method
+    original = cls.__dict__.get(hook.name, _ABSENT)
+    if getattr(func, _MARK, False):
+        # A wrapper of ours that another patch put back after we left: unwrap, never nest.
+        func = func.__wrapped__
+        original = staticmethod(func) if is_static else func
+    wrapper = hook.wrap(func)
+    setattr(wrapper, _MARK, True)
+    replacement = staticmethod(wrapper) if is_static else wrapper
+    _originals[(cls, hook.name)] = original
+    _installed[(cls, hook.name)] = replacement
+    setattr(cls, hook.name, replacement)
+
+
+def _warn_once(key: tuple[str, ...], message: str, *args: Any) -> None:
     if key in _warned:
         return
     _warned.add(key)
-    logger.warning(
+    logger.warning(message, *args)
+
+
+def _warn_missing(missing: list[Hook]) -> None:
+    _warn_once(
+        tuple(f"{h.owner}.{h.name}" for h in missing),
         "rulechef_trace: rulechef %s lacks (or changed) %s; these events will be missing: %s. "
         "Everything else is traced.",
         _rulechef_version(),
@@ -1040,12 +1114,22 @@ def _warn_missing(missing: list[Hook]) -> None:
 
 def _uninstall() -> None:
     for (cls, name), original in _originals.items():
+        if cls.__dict__.get(name) is not _installed[(cls, name)]:
+            # Somebody patched over our wrapper; removing theirs would break them.
+            _warn_once(
+                ("foreign", cls.__qualname__, name),
+                "rulechef_trace: %s.%s was patched again while traced; leaving that patch "
+                "in place (our wrapper inside it passes calls straight through)",
+                cls.__qualname__,
+                name,
+            )
+            continue
         if original is _ABSENT:
-            if name in cls.__dict__:
-                delattr(cls, name)
+            delattr(cls, name)
         else:
             setattr(cls, name, original)
     _originals.clear()
+    _installed.clear()
 
 
 def _live_receivers(signal: NamedSignal) -> int:
@@ -1088,11 +1172,20 @@ def refresh() -> None:
 def _on_connected(signal: NamedSignal, **kwargs: Any) -> None:
     receiver = kwargs.get("receiver")
     if kwargs.get("weak", True) and receiver is not None:
-        # blinker forgets a collected weak receiver without telling anybody.
-        target = getattr(receiver, "__self__", receiver)
-        with contextlib.suppress(TypeError):
-            weakref.finalize(target, refresh)
+        _watch(getattr(receiver, "__self__", receiver))
     refresh()
+
+
+_watched: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _watch(target: Any) -> None:
+    """Refresh when a weakly held receiver is collected: blinker tells nobody."""
+    with contextlib.suppress(TypeError):
+        if target in _watched:
+            return
+        _watched.add(target)
+        weakref.finalize(target, refresh).atexit = False
 
 
 def _on_disconnected(signal: NamedSignal, **kwargs: Any) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -58,6 +58,10 @@ class TraceRecorder:
         history: bool = True,
         stream: bool = False,
     ):
+        if stream and not write:
+            raise ValueError(
+                "stream=True writes a .trace.jsonl file; it cannot go with write=False"
+            )
         self.chef = getattr(chef, "_chef", chef)
         self.storage_path = Path(storage_path) if storage_path is not None else None
         self.write = write
@@ -117,7 +121,11 @@ class TraceRecorder:
         event = {"type": signal_name, **payload}
         run_id = str(payload.get("run_id"))
         with self._lock:
-            events = self._runs.setdefault(run_id, [])
+            events = self._runs.get(run_id)
+            if events is None:
+                if signal_name != "run_started":
+                    return  # a run already under way when the recorder attached
+                events = self._runs[run_id] = []
             events.append(event)
         if self.stream:
             self._stream_event(run_id, sender, event)
@@ -157,7 +165,8 @@ class TraceRecorder:
             targets.append(trace_path(folder, dataset))
         failed = [(t, exc) for t in targets if (exc := self._write_one(t, data)) is not None]
         if failed:
-            self.write_errors += 1
+            with self._lock:
+                self.write_errors += 1
             logger.warning(
                 "rulechef_trace: could not write %s (%s); the trace stays in recorder.traces",
                 ", ".join(str(t) for t, _ in failed),
@@ -169,7 +178,8 @@ class TraceRecorder:
             write_atomic(target, data)
         except OSError as exc:
             return exc
-        self.paths.append(target)
+        with self._lock:
+            self.paths.append(target)
         return None
 
     def _stream_event(self, run_id: str, sender: Any, event: dict[str, Any]) -> None:
@@ -183,7 +193,8 @@ class TraceRecorder:
                 stream.write(orjson.dumps(event) + b"\n")
                 stream.flush()
         except OSError as exc:
-            self.write_errors += 1
+            with self._lock:
+                self.write_errors += 1
             logger.warning("rulechef_trace: could not stream an event (%s)", exc.strerror or exc)
 
     def _open_stream(self, sender: Any, start: dict[str, Any]) -> IO[bytes]:
@@ -206,10 +217,8 @@ def write_atomic(target: Path, data: bytes) -> None:
         OSError: when the folder cannot be created or written.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(target)
     try:
-        # mkstemp creates 0600; a trace is an ordinary file, readable as the umask allows.
-        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -219,17 +228,27 @@ def write_atomic(target: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    _fsync_folder(target.parent)
 
 
-def _umask() -> int:
-    # The umask can only be read by setting it; set it straight back.
-    with _umask_lock:
-        mask = os.umask(0)
-        os.umask(mask)
-    return mask
+def _create_temp(target: Path) -> tuple[int, str]:
+    """Create a fresh temporary file beside ``target``.
+
+    A random name with O_EXCL: no two writers ever share one. Mode 0666 lets
+    the umask decide the permissions, as for any ordinary file.
+    """
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
 
 
-_umask_lock = threading.Lock()
+def _fsync_folder(folder: Path) -> None:
+    # On POSIX the rename itself is durable only once its folder is synced.
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextmanager

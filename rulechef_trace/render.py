@@ -123,10 +123,9 @@ def _audit(t: Trace, e: Mapping[str, Any]) -> list[str]:
     lines = [f"{head}: {len(actions)} applied, {len(skipped)} skipped  {_change(e)}"]
     for a in actions:
         if a.get("action") == "merge":
-            result = a.get("result") or "discarded"
-            lines.append(
-                f"  merged {_names(t, a.get('sources'))} → {_short(str(a.get('name')))} ({result})"
-            )
+            result = a.get("result")
+            into = f"{_short(t.name_of(result))} ({result})" if result else "a rule (discarded)"
+            lines.append(f"  merged {_names(t, a.get('sources'))} → {into}")
         else:
             lines.append(f"  removed {_names(t, a.get('rules'))}")
     for s in skipped:

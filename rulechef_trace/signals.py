@@ -17,6 +17,7 @@ rule patterns, prompts or LLM responses. docs/signals.md lists every field.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Iterator
@@ -138,10 +139,15 @@ def send_safely(signal: NamedSignal, sender: Any, payload: dict[str, Any]) -> in
     Raises:
         Exception: The receiver's own exception, in strict mode only.
     """
+    if signal.is_muted:
+        return 0
     errors = 0
     for receiver in list(signal.receivers_for(sender)):
         try:
-            receiver(sender, **payload)
+            result = receiver(sender, **payload)
+            if inspect.iscoroutine(result):
+                result.close()
+                raise TypeError("async receivers are not supported; connect a plain function")
         except Exception:
             errors += 1
             if is_strict():

@@ -207,6 +207,9 @@ def _run_header(start: dict[str, Any], end: dict[str, Any] | None) -> dict[str, 
     if end is None:
         run.update(status="incomplete", error=None, ended_at=None, duration_s=None, stats=None)
     else:
+        # A task discovered during the run is known only at its end.
+        for key in ("task", "task_type"):
+            run[key] = run[key] if run[key] is not None else end.get(key)
         run.update(
             status=end.get("status"),
             error=end.get("error"),
@@ -255,7 +258,7 @@ def replay(trace: Mapping[str, Any]) -> list[str]:
                 f"{sorted(rules)} differ from its rules_after {sorted(after)}"
             )
     final = [r.get("id") for r in (trace.get("final") or {}).get("rules", [])]
-    if sorted(final) != sorted(rules):
+    if set(final) != set(rules):
         raise ReplayError(f"replayed rules {sorted(rules)} differ from final rules {sorted(final)}")
     return rules
 

@@ -377,7 +377,9 @@ def test_a_failing_demo_run_prints_its_trace_and_exits_1(
 ) -> None:
     from rulechef.engine import RuleChef
 
-    def rank_rules(self: Any, prune: bool = False, verbose: bool = True) -> Any:
+    def rank_rules(
+        self: Any, verbose: bool = True, compute_marginal: bool = True, prune: bool = False
+    ) -> Any:
         raise RuntimeError("ranking exploded")
 
     monkeypatch.setattr(RuleChef, "rank_rules", rank_rules)

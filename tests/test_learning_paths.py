@@ -318,7 +318,8 @@ def test_mid_refinement_audit_merges_rules(tmp_path, learn, coordinator):
     (merge,) = mid["actions"]
     assert mid["iteration"] == 2 and mid["reverted"] is False
     assert names(trace, merge["sources"]) == ["pos more", "pos words"]
-    assert trace.name_of(merge["result"]) == "pos all" == merge["name"]
+    assert trace.name_of(merge["result"]) == "pos all"
+    assert "name" not in merge
     assert sorted(mid["removed"]) == sorted(merge["sources"])
     assert mid["added"] == [merge["result"]]
     assert story(trace).index("audit_applied") < story(trace).index("refined")

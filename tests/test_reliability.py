@@ -231,19 +231,19 @@ def test_concurrent_writers_never_expose_a_partial_file(tmp_path):
     ("where", "error"),
     [
         ("os.fsync", OSError(errno.ENOSPC, "No space left on device")),
-        ("tempfile.mkstemp", PermissionError(errno.EACCES, "Permission denied")),
+        ("_create_temp", PermissionError(errno.EACCES, "Permission denied")),
     ],
 )
 def test_unwritable_storage_warns_once_and_keeps_the_trace(
     tmp_path, monkeypatch, caplog, where, error
 ):
-    module, name = where.split(".")
     import rulechef_trace.recorder as recorder_module
 
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise error
 
-    monkeypatch.setattr(getattr(recorder_module, module), name, fail)
+    owner = recorder_module.os if where == "os.fsync" else recorder_module
+    monkeypatch.setattr(owner, where.split(".")[-1], fail)
     expected = make_chef(tmp_path / "a", rich_llm(), "agentic").learn_rules()
     chef = make_chef(tmp_path / "b", rich_llm(), "agentic")
     with caplog.at_level(logging.WARNING, logger="rulechef_trace"), record_trace(chef) as recorder:

@@ -147,7 +147,7 @@ def test_streamed_run_is_readable_while_and_after_it_runs(tmp_path):
 
 def test_stream_cut_mid_line_loads_as_incomplete(tmp_path):
     chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK, FIX_ALL]))
-    with record_trace(chef, stream=True, write=False):
+    with record_trace(chef, stream=True, history=False):
         chef.learn_rules(max_refinement_iterations=3)
     lines = (tmp_path / "reviews.trace.jsonl").read_bytes().splitlines(keepends=True)
     cut = write(tmp_path, b"".join(lines[:5]) + lines[5][:20], "cut.trace.jsonl")
