@@ -355,14 +355,15 @@ After = Callable[[RunState, dict[str, Any], Any, Any], None]
 
 
 def _around(
-    what: str, *, before: Before | None = None, after: After | None = None
+    what: str, *, before: Before | None = None, after: After | None = None, bind: bool = True
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Make a wrapper that runs bookkeeping around an untouched call of the original.
 
     The bookkeeping sees the call's arguments by name (``self`` included) and,
     after the call, its result; it runs only inside a traced run and only
     under :func:`_guard`. The original is called exactly once with exactly
-    the caller's arguments, and its exceptions propagate unchanged.
+    the caller's arguments, and its exceptions propagate unchanged. With
+    ``bind=False`` the bookkeeping gets no arguments (for hot, argument-blind hooks).
     """
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -373,7 +374,9 @@ def _around(
             state = _current.get()
             if state is None:
                 return original(*args, **kwargs)
-            arguments = _guard(state, what, _arguments, signature, args, kwargs) or {}
+            arguments = (
+                (_guard(state, what, _arguments, signature, args, kwargs) or {}) if bind else {}
+            )
             context = _guard(state, what, before, state, arguments) if before else None
             result = original(*args, **kwargs)
             if after is not None:
@@ -1011,14 +1014,14 @@ HOOKS: tuple[Hook, ...] = (
     Hook(
         _LEARNER,
         "_evaluate_rules",
-        _around("audit_applied", after=_capture_eval("mid_audit")),
+        _around("audit_applied", after=_capture_eval("mid_audit"), bind=False),
         (),
         "mid-refinement audit metrics",
     ),
     Hook(
         _CHEF,
         "evaluate",
-        _around("audit_applied", after=_capture_eval("final_audit")),
+        _around("audit_applied", after=_capture_eval("final_audit"), bind=False),
         (),
         "final audit metrics",
     ),

@@ -79,7 +79,7 @@ class _Run:
 
     span: Span
     context: Context
-    token: Token[Context] | None
+    current: str | None  #: the run id, when the run's span was made current
     base_ns: int
     last_ns: int
     refine: Span | None = None
@@ -198,9 +198,10 @@ class OTelBridge:
             start_time=base,
         )
         ctx = otel_trace.set_span_in_context(span, parent)
-        token = otel_context.attach(ctx) if self.set_current else None
+        if self.set_current:
+            _enter_run(run_id, ctx)
         with self._lock:
-            self._runs[run_id] = _Run(span, ctx, token, base, base)
+            self._runs[run_id] = _Run(span, ctx, run_id if self.set_current else None, base, base)
 
 
 def attach(chef: Any = None, *, tracer_provider: TracerProvider | None = None) -> OTelBridge:
@@ -293,8 +294,35 @@ def _finish(run: _Run, payload: Mapping[str, Any], at: int) -> None:
     if payload.get("status") == "failed" or error:
         _mark_failed(span, error or {}, at)
     span.end(end_time=at)
-    if run.token is not None:
-        otel_context.detach(run.token)
+    if run.current is not None:
+        _leave_run(run.current)
+
+
+# Several bridges may follow one run; contexts must be restored in reverse
+# order, which blinker's receiver order does not give. So the first bridge to
+# see a run makes its span current and the last one to finish restores.
+_active_lock = threading.Lock()
+_active: dict[str, tuple[Token[Context], int]] = {}
+
+
+def _enter_run(run_id: str, ctx: Context) -> None:
+    with _active_lock:
+        if run_id in _active:
+            token, count = _active[run_id]
+            _active[run_id] = (token, count + 1)
+            return
+        _active[run_id] = (otel_context.attach(ctx), 1)
+
+
+def _leave_run(run_id: str) -> None:
+    with _active_lock:
+        if run_id not in _active:
+            return
+        token, count = _active.pop(run_id)
+        if count > 1:
+            _active[run_id] = (token, count - 1)
+            return
+    otel_context.detach(token)
 
 
 def _mark_failed(span: Span, error: Mapping[str, Any], at: int) -> None:

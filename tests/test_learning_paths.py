@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rulechef import RuleChef
 from rulechef.coordinator import AuditAction, AuditResult
 from rulechef.core import Dataset, Example
 from rulechef.splitting import split_dataset
@@ -528,3 +529,108 @@ def test_synthesis_only_run_has_no_refinement_events(tmp_path, learn):
     trace, result = learn(make_chef(tmp_path, ScriptedLLM()), run_evaluation=False)
     assert story(trace) == ["run_started", "synthesized", "audit_applied", "finalized"]
     assert result[1] is None and trace.final_metrics is None
+
+
+# --- odd inputs rulechef tolerates ------------------------------------------
+
+
+def test_audit_removal_naming_a_rule_twice_is_one_removal(tmp_path, learn):
+    def remove_twice(prompt: str) -> dict[str, Any]:
+        ids = ids_by_name(prompt)
+        twice = [ids["neg more"], ids["neg more"]]
+        return {"actions": [{"action": "remove", "rule_ids": twice, "reason": "x"}]}
+
+    llm = ScriptedLLM(patch=[FIX_ALL], audit=remove_twice)
+    trace, _ = learn(make_chef(tmp_path, llm, "agentic"), max_refinement_iterations=1)
+    final = trace.events_of("audit_applied")[-1]
+    assert [a["action"] for a in final["actions"]] == ["remove"]
+    assert names(trace, final["actions"][0]["rules"]) == ["neg more"]
+    assert trace.run["stats"]["hook_errors"] == 0
+
+
+def test_a_chef_holding_a_rule_twice_still_replays(tmp_path, learn):
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_POS, BREAK]))
+    learn(chef, max_refinement_iterations=1, run_evaluation=False)
+    chef.dataset.rules.append(chef.dataset.rules[0])
+    trace, _ = learn(chef, incremental_only=True, max_refinement_iterations=1)
+    start = trace.events[0]["rules"]
+    assert len(start) == len(set(start)) == 2
+
+
+def test_a_run_failing_after_synthesis_ends_by_restoring_the_old_rules(tmp_path):
+    class Boom(StopAfterCoordinator):
+        def guide_refinement(self, eval_result: Any, iteration: int, max_iterations: int) -> tuple:
+            raise LookupError("late failure")
+
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
+    chef.learn_rules(max_refinement_iterations=2)
+    old = sorted(r.id for r in chef.dataset.rules)
+    chef.coordinator = Boom()
+    with record_trace(chef) as recorder, pytest.raises(LookupError):
+        chef.learn_rules(max_refinement_iterations=2)
+    (trace,) = recorder.traces
+    end = trace.events[-1]
+    assert story(trace) == ["run_started", "synthesized", "iteration_evaluated", "finalized"]
+    assert end["discarded"] is True and "unexplained" not in end
+    assert sorted(end["added"]) == old and sorted(end["removed"]) == sorted(
+        trace.events_of("synthesized")[0]["added"]
+    )
+    assert sorted(replay(trace)) == old == sorted(r.id for r in chef.dataset.rules)
+
+
+def test_a_coordinator_swapped_during_the_run_is_left_unpatched(tmp_path):
+    first = StopAfterCoordinator()
+    second = StopAfterCoordinator()
+
+    class Swapping(StopAfterCoordinator):
+        def guide_refinement(self, eval_result: Any, iteration: int, max_iterations: int) -> tuple:
+            chef.coordinator = second
+            return "", True
+
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK]), first)
+    swapping = Swapping()
+    chef.coordinator = swapping
+    with record_trace(chef, write=False):
+        chef.learn_rules(max_refinement_iterations=2)
+    for coordinator in (first, second, swapping):
+        assert not {"guide_refinement", "audit_rules", "critique_rules"} & set(vars(coordinator))
+
+
+def test_rank_rules_without_marginals_or_rules_records_no_pruning(tmp_path, learn):
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
+    learn(chef, max_refinement_iterations=2)
+    with record_trace(chef, write=False) as recorder:
+        chef.rank_rules(prune=True, compute_marginal=False, verbose=False)
+        chef.dataset.rules = []
+        chef.rank_rules(prune=True, verbose=False)
+    (empty,) = recorder.traces
+    (pruned,) = empty.events_of("pruned")
+    assert pruned["removed"] == [] and pruned["ensemble"] is None
+
+
+def test_rule_labels_an_llm_invents_are_not_recorded(tmp_path, learn):
+    invented = {"rules": [rule("odd", "nice", "great stuff")]}
+    chef = make_chef(
+        tmp_path, ScriptedLLM(patch=[BREAK], synthesis=invented), synthesis_strategy="bulk"
+    )
+    trace, _ = learn(chef, max_refinement_iterations=1)
+    assert trace.events_of("synthesized")[0]["per_label"] == {"(other)": 1}
+
+
+def test_a_task_discovered_during_the_run_has_its_stored_rules_as_baseline(tmp_path, learn):
+    stored = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
+    stored.learn_rules(max_refinement_iterations=2)
+    kept = sorted(r.id for r in stored.dataset.rules)
+    chef = RuleChef(
+        client=ScriptedLLM(patch=[BREAK]), dataset_name="reviews", storage_path=str(tmp_path)
+    )
+
+    def discover() -> None:
+        # What rulechef's _integrate_observer does once the observer found the task.
+        chef._initialize_with_task(task())
+
+    chef._observations._merge_pending_into_observer = discover
+    trace, _ = learn(chef, incremental_only=True, max_refinement_iterations=1)
+    synth = trace.events_of("synthesized")[0]
+    assert sorted(synth["loaded"]) == kept
+    assert trace.run["task"] == "sentiment"

@@ -349,3 +349,12 @@ def test_record_trace_otel_switch_sends_the_run_as_spans(tmp_path, exporter):
     (run,) = named(list(exporter.get_finished_spans()), "rulechef.learn")
     assert run.attributes["rulechef.run.id"] == recorder.last.run["id"]
     assert not recorder.attached
+
+
+def test_two_bridges_on_one_run_leave_no_ended_span_current(tmp_path, exporter):
+    chef = rich_chef(tmp_path)
+    before = trace.get_current_span()
+    with otel.attach(), record_trace(chef, write=False, otel=True):
+        chef.learn_rules(max_refinement_iterations=2)
+    assert trace.get_current_span() is before
+    assert len(named(list(exporter.get_finished_spans()), "rulechef.learn")) == 2

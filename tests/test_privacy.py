@@ -104,3 +104,16 @@ def test_no_user_text_reaches_a_trace_file_or_a_signal_payload(data, corrections
             for secret in secrets:
                 assert secret not in text
                 assert orjson.dumps(secret).decode()[1:-1] not in text
+
+
+def test_names_an_llm_proposes_for_merges_that_never_happen_stay_out(tmp_path):
+    from tests.scripted import BREAK, FIX_POS, audit_merge
+
+    quote = "awful service"  # an input text of the data set
+    bad_merge = audit_merge(["pos words", "neg words"], quote, "good|great|bad|awful")
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_POS, BREAK], audit=[bad_merge, {}]), "agentic")
+    with record_trace(chef) as recorder:
+        chef.learn_rules(max_refinement_iterations=2)
+    (mid, *_) = recorder.last.events_of("audit_applied")
+    assert mid["reverted"] is True
+    assert quote not in b"".join(p.read_bytes() for p in recorder.paths).decode()

@@ -127,22 +127,25 @@ KILLED_CHILD = textwrap.dedent(
 
 def test_a_killed_process_leaves_a_readable_incomplete_stream(tmp_path):
     script = KILLED_CHILD.format(repo=str(REPO), folder=str(tmp_path))
-    child = subprocess.Popen(
-        [sys.executable, "-c", script],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    # A watchdog: if the child never reaches the patch call, kill it and fail.
+    watchdog = threading.Timer(60, child.kill)
+    watchdog.start()
     try:
         assert child.stdout is not None
-        for line in child.stdout:
-            if line.strip() == "waiting":
-                break
-        else:
-            pytest.fail(f"child never reached the patch call: {child.stderr.read()}")
+        reached = any(line.strip() == "waiting" for line in _lines_until(child.stdout, "waiting"))
+        assert reached, f"child never reached the patch call: {errors.read_text()}"
         child.send_signal(signal.SIGKILL)
     finally:
+        watchdog.cancel()
         child.wait(timeout=60)
     assert child.returncode == -signal.SIGKILL
     partial = load_trace(tmp_path / "reviews.trace.jsonl")
@@ -163,6 +166,14 @@ def test_a_killed_process_leaves_a_readable_incomplete_stream(tmp_path):
 
 # --- 3. atomic, collision-free writes ----------------------------------------
 
+
+def _lines_until(stream: Any, marker: str) -> Any:
+    for line in stream:
+        yield line
+        if line.strip() == marker:
+            return
+
+
 WRITER_CHILD = textwrap.dedent(
     """
     import sys
@@ -171,6 +182,8 @@ WRITER_CHILD = textwrap.dedent(
     from rulechef_trace import record_trace
 
     chef = make_chef({folder!r}, ScriptedLLM(patch=[BREAK, FIX_ALL]))
+    print("ready", flush=True)
+    sys.stdin.readline()  # both children start writing together
     with record_trace(chef) as recorder:
         for _ in range(3):
             chef.learn_rules(max_refinement_iterations=3)
@@ -182,12 +195,22 @@ WRITER_CHILD = textwrap.dedent(
 def test_two_processes_writing_the_same_dataset_lose_no_trace(tmp_path):
     script = WRITER_CHILD.format(repo=str(REPO), folder=str(tmp_path))
     children = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
+    for child in children:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.close()
     run_ids = set()
     for child in children:
-        out, _ = child.communicate(timeout=120)
+        assert child.stdout is not None
+        out = child.stdout.read()
+        child.wait(timeout=120)
         assert child.returncode == 0
         run_ids.update(out.strip().splitlines()[-1].split())
     kept = list((tmp_path / "reviews.traces").glob("*.trace.json"))
@@ -375,6 +398,7 @@ def test_eight_chefs_in_eight_threads_each_get_a_complete_trace(tmp_path):
         assert learn_trace.run["kind"] == "learn" and rank_trace.run["kind"] == "rank_rules"
         assert_complete(rank_trace, chef)
         assert validate(learn_trace) == []
+        assert [e["seq"] for e in learn_trace.events] == list(range(1, len(learn_trace.events) + 1))
         assert sorted(rank_trace.events[0]["rules"]) == sorted(learn_trace.final_rules)
 
 
@@ -448,3 +472,94 @@ def test_missing_or_changed_rulechef_methods_warn_once_and_the_rest_is_traced(
         assert "synthesized" in story(trace) and "refined" in story(trace)
         assert [p["outcome"] for p in trace.events_of("patch_decided")] == []
     assert RuleLearner.__dict__["_log_patch_decision"] is changed
+
+
+def test_a_recorder_attached_mid_run_ignores_that_run_quietly(tmp_path, caplog):
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK, FIX_ALL]))
+    late = TraceRecorder(chef, write=False)
+
+    def attach_late(sender: Any, **event: Any) -> None:
+        late.attach()
+
+    with (
+        caplog.at_level(logging.WARNING, logger="rulechef_trace"),
+        record_trace(chef, write=False, strict=True) as early,
+        patch_decided.connected_to(attach_late, sender=chef),
+    ):
+        chef.learn_rules(max_refinement_iterations=3)
+        chef.learn_rules(max_refinement_iterations=3)
+    late.detach()
+    assert len(early.traces) == 2 and len(late.traces) == 1
+    assert late.traces[0] == early.traces[1]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_muted_signal_delivers_nothing(tmp_path):
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK]))
+    with record_trace(chef, write=False) as recorder, patch_decided.muted():
+        chef.learn_rules(max_refinement_iterations=1)
+    assert recorder.last.events_of("patch_decided") == []
+    assert recorder.last.events[-1]["seq"] == len(recorder.last.events) + 1
+
+
+def test_a_patch_laid_over_a_hook_survives_uninstall_and_is_never_nested(tmp_path, caplog):
+    from rulechef.learner import RuleLearner
+
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK, FIX_ALL]))
+    recorder = TraceRecorder(chef, write=False).attach()
+    ours = RuleLearner.__dict__["_log_patch_decision"]
+    calls: list[int] = []
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return ours(self, *args, **kwargs)
+
+    RuleLearner._log_patch_decision = spy  # another library patches over us
+    with caplog.at_level(logging.WARNING, logger="rulechef_trace"):
+        recorder.detach()
+    assert RuleLearner.__dict__["_log_patch_decision"] is spy
+    assert any("patched again" in r.getMessage() for r in caplog.records)
+    RuleLearner._log_patch_decision = ours  # that library undoes its patch: a stale wrapper
+    with record_trace(chef, write=False) as again:
+        chef.learn_rules(max_refinement_iterations=3)
+    assert [p["outcome"] for p in again.last.events_of("patch_decided")] == ["rejected", "accepted"]
+    assert RuleLearner.__dict__["_log_patch_decision"] is ours.__wrapped__
+    assert not hasattr(RuleLearner.__dict__["_log_patch_decision"], "__wrapped__")
+
+
+def test_a_coordinator_method_that_cannot_be_wrapped_leaves_no_wrapper(tmp_path):
+    import operator
+
+    coordinator = StopAfterCoordinator()
+    coordinator.critique_rules = operator.itemgetter(0)  # no signature to inspect
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK]), coordinator)
+    with record_trace(chef, write=False) as recorder:
+        chef.learn_rules(max_refinement_iterations=1)
+    assert recorder.last.run["stats"]["hook_errors"] == 1
+    assert "guide_refinement" not in vars(coordinator) and "audit_rules" not in vars(coordinator)
+
+
+def test_chefs_sharing_one_coordinator_in_threads_each_get_complete_traces(tmp_path):
+    coordinator = StopAfterCoordinator()
+    chefs = [
+        make_chef(tmp_path / str(i), ScriptedLLM(patch=[BREAK, FIX_ALL]), coordinator, name=f"s{i}")
+        for i in range(4)
+    ]
+    barrier = threading.Barrier(4)
+
+    def learn(chef: RuleChef) -> None:
+        barrier.wait()
+        chef.learn_rules(max_refinement_iterations=3)
+
+    with TraceRecorder(write=False) as recorder:
+        threads = [threading.Thread(target=learn, args=(c,)) for c in chefs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(recorder.traces) == 4
+    for chef in chefs:
+        (trace,) = (t for t in recorder.traces if t.run["dataset"] == chef.dataset.name)
+        assert_complete(trace, chef)
+        assert len(trace.events_of("guided")) == 2
+    assert not {"guide_refinement", "audit_rules", "critique_rules"} & set(vars(coordinator))

@@ -39,6 +39,9 @@ ORIGINALS = {
 def assert_rulechef_as_shipped(chef: Any = None) -> None:
     for (cls, name), original in ORIGINALS.items():
         assert cls.__dict__[name] is original, f"{cls.__name__}.{name} is not the original"
+        func = original.__func__ if isinstance(original, staticmethod) else original
+        # Structural too: ORIGINALS is read after rulechef_trace was imported.
+        assert func.__module__.startswith("rulechef.") and not hasattr(func, "__wrapped__")
     assert not instrument.installed()
     if chef is not None:
         for name in ("guide_refinement", "audit_rules", "critique_rules"):
