@@ -42,10 +42,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import Token
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
-
-from blinker import ANY
 
 from rulechef_trace import __version__
 from rulechef_trace import signals as sig
@@ -120,31 +117,23 @@ class OTelBridge:
         self._tracer = otel_trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
-        self._receivers = {s: partial(self._receive, s.name) for s in sig.ALL_SIGNALS}
-        self._attached = False
+        self._subscription = sig.Subscription(self._receive, self.chef)
 
     @property
     def attached(self) -> bool:
         """Whether the bridge currently receives events."""
-        return self._attached
+        return self._subscription.connected
 
     def attach(self) -> OTelBridge:
         """Connect to every signal (idempotent). Returns the bridge."""
-        if self._attached:
-            return self
-        sender = ANY if self.chef is None else self.chef
-        for signal, receiver in self._receivers.items():
-            signal.connect(receiver, sender=sender, weak=False)
-        self._attached = True
+        self._subscription.connect()
         return self
 
     def detach(self) -> None:
         """Disconnect (idempotent); spans of runs still in progress are ended as incomplete."""
-        if not self._attached:
+        if not self._subscription.connected:
             return
-        for signal, receiver in self._receivers.items():
-            signal.disconnect(receiver)
-        self._attached = False
+        self._subscription.disconnect()
         with self._lock:
             left = list(self._runs.values())
             self._runs.clear()

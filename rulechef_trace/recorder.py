@@ -9,12 +9,10 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from blinker import ANY
 
 from rulechef_trace import signals as sig
 from rulechef_trace.trace import FORMAT, VERSION, Trace, build_trace, history_dir, trace_path
@@ -73,8 +71,7 @@ class TraceRecorder:
         self._lock = threading.Lock()
         self._runs: dict[str, list[dict[str, Any]]] = {}
         self._streams: dict[str, IO[bytes]] = {}
-        self._receivers = {s: partial(self._receive, s.name) for s in sig.ALL_SIGNALS}
-        self._attached = False
+        self._subscription = sig.Subscription(self._receive, self.chef)
 
     @property
     def last(self) -> Trace | None:
@@ -84,26 +81,18 @@ class TraceRecorder:
     @property
     def attached(self) -> bool:
         """Whether the recorder currently receives events."""
-        return self._attached
+        return self._subscription.connected
 
     def attach(self) -> TraceRecorder:
         """Connect to every signal (idempotent). Returns the recorder."""
-        if self._attached:
-            return self
-        sender = ANY if self.chef is None else self.chef
-        for signal, receiver in self._receivers.items():
-            signal.connect(receiver, sender=sender, weak=False)
-        self._attached = True
+        self._subscription.connect()
         return self
 
     def detach(self) -> None:
         """Disconnect from every signal (idempotent); runs in progress stay unrecorded."""
-        if not self._attached:
+        if not self._subscription.connected:
             return
-        for signal, receiver in self._receivers.items():
-            # Plain disconnect: a per-sender disconnect leaves ``receivers`` truthy.
-            signal.disconnect(receiver)
-        self._attached = False
+        self._subscription.disconnect()
         with self._lock:
             streams = list(self._streams.values())
             self._streams.clear()

@@ -20,15 +20,17 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import partial
 from typing import Any
 
-from blinker import NamedSignal, Namespace
+from blinker import ANY, NamedSignal, Namespace
 
 __all__ = [
     "ALL_SIGNALS",
+    "Subscription",
     "audit_applied",
     "critiqued",
     "finalized",
@@ -158,3 +160,37 @@ def send_safely(signal: NamedSignal, sender: Any, payload: dict[str, Any]) -> in
                 signal.name,
             )
     return errors
+
+
+class Subscription:
+    """One handler connected, strongly, to every signal of the package.
+
+    The handler is called as ``handler(signal_name, sender, **payload)``.
+    Connecting and disconnecting are idempotent.
+
+    Args:
+        handler: What every event is delivered to.
+        sender: The ``RuleChef`` to follow; None follows every chef.
+    """
+
+    def __init__(self, handler: Callable[..., None], sender: Any = None):
+        self.sender = ANY if sender is None else sender
+        self.connected = False
+        self._receivers = {s: partial(handler, s.name) for s in ALL_SIGNALS}
+
+    def connect(self) -> None:
+        """Connect to every signal (weak=False: the subscription owns its receivers)."""
+        if self.connected:
+            return
+        for signal, receiver in self._receivers.items():
+            signal.connect(receiver, sender=self.sender, weak=False)
+        self.connected = True
+
+    def disconnect(self) -> None:
+        """Disconnect from every signal."""
+        if not self.connected:
+            return
+        for signal, receiver in self._receivers.items():
+            # A plain disconnect: a per-sender one leaves ``receivers`` truthy.
+            signal.disconnect(receiver)
+        self.connected = False

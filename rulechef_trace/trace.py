@@ -412,8 +412,12 @@ def _event_problems(events: list[Any], status: str) -> list[str]:
         seq, kind = event.get("seq"), event.get("type")
         if not isinstance(kind, str):
             return [f"event #{index + 1} has no string type"]
-        ordered = isinstance(seq, int) and not isinstance(seq, bool) and seq >= expected
-        if not ordered or (index == 0 and seq != 1):
+        if (
+            not isinstance(seq, int)
+            or isinstance(seq, bool)
+            or seq < expected
+            or (index == 0 and seq != 1)
+        ):
             return [f"event #{index + 1} ({kind}): seq {seq!r} is not strictly increasing from 1"]
         expected = seq + 1
         t = event.get("t")
