@@ -179,12 +179,9 @@ def _known_ids(trace: Trace) -> set[str]:
 
 
 def _mention_order(trace: Trace) -> list[str]:
-    """Every rule id the events name (with a name), in order of first mention."""
-    order: dict[str, None] = {}
-    for event in trace.events:
-        for rid in event.get("rule_names") or {}:
-            order.setdefault(str(rid), None)
-    return list(order)
+    """Every rule id the trace names, in order of first mention (the rule table's order)."""
+    table = trace.get("rules")
+    return [str(rid) for rid in table] if isinstance(table, dict) else []
 
 
 def _creation_order(trace: Trace) -> list[str]:

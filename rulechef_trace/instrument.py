@@ -98,11 +98,13 @@ class RunState:
     iteration: int = 0
     max_iterations: int = 0
     stop_hint: str | None = None
-    last_select: Any = None
+    #: Metrics, never rulechef ``EvalResult`` objects: those hold every failing
+    #: document, and keeping them would make a run's memory grow with its data.
+    last_select: dict[str, Any] | None = None
     failures: dict[str, Any] | None = None
     pending_patch: dict[str, Any] | None = None
     pending_audit: Any = None
-    phase_evals: list[Any] = field(default_factory=list)
+    phase_evals: list[dict[str, Any] | None] = field(default_factory=list)
     snapshots: list[tuple[frozenset[str], int, int]] = field(default_factory=list)
     hook_errors: int = 0
     receiver_errors: int = 0
@@ -595,7 +597,7 @@ def _iteration_callback(
 
 def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval: Any) -> None:
     state.iteration = iteration
-    state.last_select = select_eval
+    state.last_select = short_metrics(select_eval)
     # rulechef stops right after this callback when exact match reaches 0.90;
     # the guidance and patch hooks clear this hint when the loop went on.
     state.stop_hint = "target_reached" if select_eval.exact_match >= 0.90 else None
@@ -704,7 +706,7 @@ def _after_patch(state: RunState, args: dict[str, Any], result: Any, context: No
             "iteration": state.iteration,
             "outcome": "empty",
             "accepted": False,
-            "metrics_before": short_metrics(state.last_select),
+            "metrics_before": state.last_select,
             "metrics_after": None,
             "failures": state.failures,
             "deleted_names": [],
@@ -807,13 +809,14 @@ def _emit_audit(
     after_ids = rule_ids(after)
     explained = explain_audit(actions, before, after_ids)
     post = state.phase_evals[0] if state.phase_evals else None
+    state.phase_evals = []
     fields: dict[str, Any] = {
         "stage": stage,
         "iteration": state.iteration if stage == "mid_refinement" else None,
         "proposed": len(actions),
         **explained,
         "metrics_before": short_metrics(pre_eval),
-        "metrics_after": short_metrics(post) if explained["actions"] else None,
+        "metrics_after": post if explained["actions"] else None,
     }
     _emit_change(state, sig.audit_applied, after_ids, fields)
 
@@ -824,8 +827,9 @@ def _keep_audit(state: RunState, args: dict[str, Any], result: Any, context: Non
 
 def _capture_eval(phase: str) -> After:
     def after(state: RunState, args: dict[str, Any], result: Any, context: None) -> None:
-        if state.phase == phase:
-            state.phase_evals.append(result)
+        if state.phase == phase and not state.phase_evals:
+            # Only the safety net's evaluation (the first) is reported.
+            state.phase_evals.append(short_metrics(result))
 
     return after
 

@@ -160,17 +160,17 @@ def build_trace(events: Iterable[Mapping[str, Any]]) -> Trace:
     """
     raw = sorted((dict(e) for e in events), key=_seq_of)
     ordered = [_event_record(e) for e in raw]
+    names: dict[str, dict[str, Any]] = {}
+    for event in raw:
+        table = event.get("rule_names")
+        for rid, name in table.items() if isinstance(table, dict) else ():
+            names.setdefault(rid, {"name": name})
     if not ordered or ordered[0]["type"] != "run_started":
         raise TraceError("no run_started event")
     start = {"run_id": raw[0].get("run_id"), **ordered[0]}
     end = ordered[-1] if ordered[-1]["type"] == "finalized" else None
     if end is not None and not _is_id_list(end.get("rules")):
         raise TraceError("finalized event without a list of rule ids")
-    names: dict[str, dict[str, Any]] = {}
-    for event in ordered:
-        table = event.get("rule_names")
-        for rid, name in table.items() if isinstance(table, dict) else ():
-            names.setdefault(rid, {"name": name})
     trace = Trace(
         format=FORMAT,
         version=VERSION,
@@ -195,7 +195,8 @@ def _seq_of(event: Mapping[str, Any]) -> int:
 
 
 def _event_record(event: Mapping[str, Any]) -> dict[str, Any]:
-    record = {k: v for k, v in event.items() if k != "run_id"}
+    # The run id is in the header and every name in the rule table.
+    record = {k: v for k, v in event.items() if k not in ("run_id", "rule_names")}
     if not isinstance(record.get("type"), str):
         raise TraceError("event without a string type")
     return record
