@@ -73,7 +73,7 @@ CONFIG_NAMES: dict[str, str] = {
     CONTROL: "plain rulechef again (control, A/A)",
 }
 DEFAULT_SIZES: tuple[int, ...] = (200, 2000)
-DEFAULT_REPS: tuple[int, ...] = (20, 8)
+DEFAULT_REPS: tuple[int, ...] = (20, 10)
 QUICK_SIZES: tuple[int, ...] = (200,)
 QUICK_REPS: tuple[int, ...] = (2,)
 DEFAULT_ITERATIONS = 3
@@ -882,7 +882,10 @@ def measure_size(
     warmup = {c: pool[c].request(op="run", **request) for c in configs}
     rounds: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     for number in range(1, reps + 1):
-        for config in configs:
+        # The order rotates every round, so that no configuration always runs
+        # right after another one.
+        shift = (number - 1) % len(configs)
+        for config in configs[shift:] + configs[:shift]:
             rounds[config].append(pool[config].request(op="run", **request))
         walls = "  ".join(f"{c} {rounds[c][-1]['wall']:.3f}s" for c in configs)
         progress(f"size {size}: round {number}/{reps}  {walls}")
@@ -1224,7 +1227,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--sizes", type=int_list, help="workload sizes (default 200,2000)")
     parser.add_argument(
-        "--reps", type=int_list, help="rounds per size, one number or one per size (default 20,8)"
+        "--reps", type=int_list, help="rounds per size, one number or one per size (default 20,10)"
     )
     parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS)
     parser.add_argument("--data", type=Path, help="JSONL data (default: packaged intents)")
