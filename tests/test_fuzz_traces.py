@@ -200,3 +200,24 @@ def test_every_cli_verb_turns_bad_bytes_into_one_line_and_status_2(tmp_path, cap
     assert status == 2
     assert err.count("\n") == 1 and err.startswith("rulechef-trace: error: ")
     assert str(path) in err
+
+
+@CLI_FUZZ
+@given(data=st.binary(max_size=200))
+def test_history_skips_bad_files_with_a_note_and_demo_rejects_bad_data(tmp_path, capsys, data):
+    from rulechef_trace.cli import main
+
+    history = tmp_path / "store" / "d.traces"
+    history.mkdir(parents=True, exist_ok=True)
+    (history / "20261121T000000000Z_learn_bad.trace.json").write_bytes(data)
+    status = main(["history", str(tmp_path / "store")])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert status in (0, 2)
+    if status == 0:
+        assert "note:" in out + err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(data + b"\n{")
+    assert main(["demo", "--dir", str(tmp_path / "demo"), "--data", str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("rulechef-trace: error: ")

@@ -57,16 +57,20 @@ def test_per_class_synthesis_adds_one_rule_per_class(tmp_path, learn, coordinato
     assert synth["data"]["examples"] == 12
 
 
-def test_bulk_synthesis_is_reported_as_bulk(tmp_path, learn):
-    chef = make_chef(tmp_path, ScriptedLLM(), synthesis_strategy="bulk")
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_bulk_synthesis_is_reported_as_bulk(tmp_path, learn, coordinator):
+    chef = make_chef(
+        tmp_path, ScriptedLLM(), coordinator_for(coordinator), synthesis_strategy="bulk"
+    )
     trace, _ = learn(chef, max_refinement_iterations=1)
     synth = trace.events_of("synthesized")[0]
     assert synth["mode"] == "bulk"
     assert names(trace, synth["added"]) == ["neg words", "pos words"]
 
 
-def test_full_resynthesis_replaces_the_previous_rules(tmp_path, learn):
-    chef = make_chef(tmp_path, ScriptedLLM())
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_full_resynthesis_replaces_the_previous_rules(tmp_path, learn, coordinator):
+    chef = make_chef(tmp_path, ScriptedLLM(), coordinator_for(coordinator))
     first, _ = learn(chef, max_refinement_iterations=1)
     second, _ = learn(chef, max_refinement_iterations=1)
     start, synth = second.events[0], second.events_of("synthesized")[0]
@@ -103,8 +107,9 @@ def test_patch_decisions_match_rulechefs_training_logger(tmp_path, learn, coordi
         assert round(event["metrics_after"]["precision"], 4) == record["candidate_micro_precision"]
 
 
-def test_rejected_patch_changes_no_rules(tmp_path, learn):
-    chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK]))
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_rejected_patch_changes_no_rules(tmp_path, learn, coordinator):
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK]), coordinator_for(coordinator))
     trace, _ = learn(chef, max_refinement_iterations=1)
     (patch,) = trace.events_of("patch_decided")
     before = trace.events_of("synthesized")[0]["rules_after"]
@@ -117,8 +122,9 @@ def test_rejected_patch_changes_no_rules(tmp_path, learn):
     assert patch["failures"]["per_class"] == {"neg": {"fp": 0, "fn": 2}, "pos": {"fp": 0, "fn": 2}}
 
 
-def test_accepted_patch_adds_its_rules(tmp_path, learn):
-    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_accepted_patch_adds_its_rules(tmp_path, learn, coordinator):
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]), coordinator_for(coordinator))
     trace, _ = learn(chef, max_refinement_iterations=3)
     (patch,) = trace.events_of("patch_decided")
     assert patch["outcome"] == "accepted"
@@ -127,8 +133,9 @@ def test_accepted_patch_adds_its_rules(tmp_path, learn):
     assert patch["metrics_after"]["f1"] == 1.0
 
 
-def test_empty_patch_is_an_event_that_changes_nothing(tmp_path, learn):
-    chef = make_chef(tmp_path, ScriptedLLM(patch=[{"rules": []}]))
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_empty_patch_is_an_event_that_changes_nothing(tmp_path, learn, coordinator):
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[{"rules": []}]), coordinator_for(coordinator))
     trace, _ = learn(chef, max_refinement_iterations=2)
     patches = trace.events_of("patch_decided")
     assert [p["outcome"] for p in patches] == ["empty", "empty"]
@@ -136,9 +143,10 @@ def test_empty_patch_is_an_event_that_changes_nothing(tmp_path, learn):
     assert patches[0]["metrics_after"] is None
 
 
-def test_patch_replacing_a_rule_by_name_records_old_and_new_ids(tmp_path, learn):
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_patch_replacing_a_rule_by_name_records_old_and_new_ids(tmp_path, learn, coordinator):
     replace = {"rules": [rule("pos words", "good|great|nice|lovely", "pos")]}
-    chef = make_chef(tmp_path, ScriptedLLM(patch=[replace]))
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[replace]), coordinator_for(coordinator))
     trace, _ = learn(chef, max_refinement_iterations=1)
     (patch,) = trace.events_of("patch_decided")
     (pair,) = patch["replaced"]
@@ -147,12 +155,13 @@ def test_patch_replacing_a_rule_by_name_records_old_and_new_ids(tmp_path, learn)
     assert trace.name_of(pair["old"]) == trace.name_of(pair["new"]) == "pos words"
 
 
-def test_patch_deleting_a_rule_by_name(tmp_path, learn):
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_patch_deleting_a_rule_by_name(tmp_path, learn, coordinator):
     delete = {
         "rules": [rule("neg all", "bad|awful|terrible|horrible", "neg")],
         "deleted_rules": ["neg words"],
     }
-    chef = make_chef(tmp_path, ScriptedLLM(patch=[delete]))
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[delete]), coordinator_for(coordinator))
     trace, _ = learn(chef, max_refinement_iterations=1)
     (patch,) = trace.events_of("patch_decided")
     assert patch["accepted"] is True
@@ -162,9 +171,10 @@ def test_patch_deleting_a_rule_by_name(tmp_path, learn):
     assert patch["deleted_names"] == ["neg words"]
 
 
-def test_patch_rules_sharing_a_name_collapse_to_the_last(tmp_path, learn):
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_patch_rules_sharing_a_name_collapse_to_the_last(tmp_path, learn, coordinator):
     twins = {"rules": [rule("pos more", "nice", "pos"), rule("pos more", "nice|lovely", "pos")]}
-    chef = make_chef(tmp_path, ScriptedLLM(patch=[twins]))
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[twins]), coordinator_for(coordinator))
     trace, _ = learn(chef, max_refinement_iterations=1)
     (patch,) = trace.events_of("patch_decided")
     assert len(patch["collapsed"]) == 1 and len(patch["added"]) == 1
@@ -172,9 +182,10 @@ def test_patch_rules_sharing_a_name_collapse_to_the_last(tmp_path, learn):
     assert trace.name_of(patch["collapsed"][0]) == "pos more"
 
 
-def test_patch_duplicating_a_pattern_is_deduplicated(tmp_path, learn):
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_patch_duplicating_a_pattern_is_deduplicated(tmp_path, learn, coordinator):
     copy = {"rules": [rule("pos copy", "good|great", "pos", priority=9), *FIX_POS["rules"]]}
-    chef = make_chef(tmp_path, ScriptedLLM(patch=[copy]))
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[copy]), coordinator_for(coordinator))
     trace, _ = learn(chef, max_refinement_iterations=1)
     (patch,) = trace.events_of("patch_decided")
     assert patch["accepted"] is True
@@ -220,7 +231,8 @@ def test_refinement_stops_when_the_coordinator_says_so(tmp_path, learn, coordina
     assert trace.events_of("patch_decided") == []
 
 
-def test_refinement_stops_when_training_has_no_failures(tmp_path, learn):
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_refinement_stops_when_training_has_no_failures(tmp_path, learn, coordinator):
     # Rules that know exactly the train portion of a holdout split: train has
     # no failure left while dev exact match stays far below 90%.
     data = [(f"p{i}", "pos") for i in range(10)] + [(f"n{i}", "neg") for i in range(10)]
@@ -230,7 +242,7 @@ def test_refinement_stops_when_training_has_no_failures(tmp_path, learn):
             "rules": [rule(f"{c} seen", "|".join(train_words[c]), c) for c in [target_class(p)]]
         }
     )
-    chef = make_chef(tmp_path, llm, data=data)
+    chef = make_chef(tmp_path, llm, coordinator_for(coordinator), data=data)
     trace, _ = learn(chef, max_refinement_iterations=3, holdout_fraction=0.3, split_seed=42)
     (refined,) = trace.events_of("refined")
     assert refined["stop_reason"] == "no_failures"
@@ -255,7 +267,8 @@ def train_texts_by_label(
     return words
 
 
-def test_refinement_that_keeps_an_earlier_iterations_rules(tmp_path, learn):
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_refinement_that_keeps_an_earlier_iterations_rules(tmp_path, learn, coordinator):
     # "day" makes pos words fire on "bad day" (a false positive). The patch
     # swaps it for a precise but narrow rule: precision rises, F1 falls, the
     # patch is accepted, and refinement hands back the synthesized rules.
@@ -272,7 +285,7 @@ def test_refinement_that_keeps_an_earlier_iterations_rules(tmp_path, learn):
             {"rules": []},
         ],
     )
-    chef = make_chef(tmp_path, llm)
+    chef = make_chef(tmp_path, llm, coordinator_for(coordinator))
     trace, _ = learn(chef, max_refinement_iterations=2)
     first = trace.events_of("patch_decided")[0]
     (refined,) = trace.events_of("refined")
@@ -441,9 +454,10 @@ def test_critic_feedback_is_reported_by_rule_id(tmp_path, learn):
 # --- incremental runs and pruning -------------------------------------------
 
 
-def test_incremental_patch_and_weak_rule_prune(tmp_path, learn):
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_incremental_patch_and_weak_rule_prune(tmp_path, learn, coordinator):
     llm = ScriptedLLM(patch=[FIX_POS, BREAK])
-    chef = make_chef(tmp_path, llm)
+    chef = make_chef(tmp_path, llm, coordinator_for(coordinator))
     learn(chef, max_refinement_iterations=1, run_evaluation=False)
     weak = next(r for r in chef.dataset.rules if r.name == "neg words")
     weak.times_applied, weak.successes, weak.failures = 3, 0, 3
@@ -454,12 +468,14 @@ def test_incremental_patch_and_weak_rule_prune(tmp_path, learn):
     assert names(trace, synth["added"]) == ["pos more"]
     assert prune["reason"] == "weak_rules"
     assert prune["removed"] == [weak.id]
-    assert story(trace)[:4] == ["run_started", "synthesized", "pruned", "iteration_evaluated"]
+    order = story(trace)
+    assert order.index("synthesized") < order.index("pruned") < order.index("iteration_evaluated")
 
 
-def test_incremental_patch_replacing_and_deleting_by_name(tmp_path, learn):
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_incremental_patch_replacing_and_deleting_by_name(tmp_path, learn, coordinator):
     patch = {"rules": [rule("pos words", "good|great|nice", "pos")], "deleted_rules": ["neg words"]}
-    chef = make_chef(tmp_path, ScriptedLLM(patch=[patch, BREAK]))
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[patch, BREAK]), coordinator_for(coordinator))
     learn(chef, max_refinement_iterations=1, run_evaluation=False)
     trace, _ = learn(chef, incremental_only=True, max_refinement_iterations=1)
     synth = trace.events_of("synthesized")[0]
@@ -494,16 +510,22 @@ def test_rank_rules_prune_is_its_own_short_trace(tmp_path, learn):
 # --- runs that end early ----------------------------------------------------
 
 
-def test_run_without_enough_data_ends_early(tmp_path, learn):
-    trace, result = learn(make_chef(tmp_path, ScriptedLLM()), min_examples=100)
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_run_without_enough_data_ends_early(tmp_path, learn, coordinator):
+    trace, result = learn(
+        make_chef(tmp_path, ScriptedLLM(), coordinator_for(coordinator)), min_examples=100
+    )
     assert result is None
     assert trace.status == "not_enough_data"
     assert story(trace) == ["run_started", "finalized"]
     assert trace.final_metrics is None
 
 
-def test_run_that_synthesizes_no_rules(tmp_path, learn):
-    trace, result = learn(make_chef(tmp_path, ScriptedLLM(per_class={"rules": []})))
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_run_that_synthesizes_no_rules(tmp_path, learn, coordinator):
+    trace, result = learn(
+        make_chef(tmp_path, ScriptedLLM(per_class={"rules": []}), coordinator_for(coordinator))
+    )
     assert result is None
     assert trace.status == "no_rules"
     assert story(trace) == ["run_started", "synthesized", "finalized"]
@@ -525,8 +547,11 @@ def test_run_that_raises_is_recorded_as_failed(tmp_path):
     assert load_trace(tmp_path / "reviews.trace.json").status == "failed"
 
 
-def test_synthesis_only_run_has_no_refinement_events(tmp_path, learn):
-    trace, result = learn(make_chef(tmp_path, ScriptedLLM()), run_evaluation=False)
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_synthesis_only_run_has_no_refinement_events(tmp_path, learn, coordinator):
+    trace, result = learn(
+        make_chef(tmp_path, ScriptedLLM(), coordinator_for(coordinator)), run_evaluation=False
+    )
     assert story(trace) == ["run_started", "synthesized", "audit_applied", "finalized"]
     assert result[1] is None and trace.final_metrics is None
 
