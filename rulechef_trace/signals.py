@@ -7,7 +7,7 @@ subscribe to one chef the blinker way::
 
     @patch_decided.connect_via(chef)
     def on_patch(sender, **event):
-        print(event["iteration"], event["outcome"])
+        log.info("patch %s: %s", event["iteration"], event["outcome"])
 
 Each payload carries ``run_id``, ``seq`` (1, 2, 3, ... within the run) and
 ``t`` (seconds since the run started) plus the signal's own fields: rule ids,
