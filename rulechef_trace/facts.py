@@ -17,6 +17,7 @@ __all__ = [
     "failure_summary",
     "labels_of",
     "metrics_of",
+    "ratio",
     "rule_ids",
     "short_metrics",
 ]
@@ -31,7 +32,8 @@ def rule_ids(rules: Iterable[Any]) -> list[str]:
 METRIC_DIGITS = 4
 
 
-def _ratio(value: Any) -> Any:
+def ratio(value: Any) -> Any:
+    """A metric ratio rounded to :data:`METRIC_DIGITS` decimals; other values as they are."""
     # Full floats cost a trace about a third of its bytes and say nothing more.
     return round(value, METRIC_DIGITS) if isinstance(value, float) else value
 
@@ -41,10 +43,10 @@ def metrics_of(result: Any, *, per_class: bool = True) -> dict[str, Any] | None:
     if result is None:
         return None
     out: dict[str, Any] = {
-        "f1": _ratio(result.micro_f1),
-        "precision": _ratio(result.micro_precision),
-        "recall": _ratio(result.micro_recall),
-        "exact_match": _ratio(result.exact_match),
+        "f1": ratio(result.micro_f1),
+        "precision": ratio(result.micro_precision),
+        "recall": ratio(result.micro_recall),
+        "exact_match": ratio(result.exact_match),
         "docs": result.total_docs,
         "failures": len(result.failures or ()),
     }
@@ -61,9 +63,9 @@ def short_metrics(result: Any) -> dict[str, Any] | None:
 def _class_metrics(cm: Any) -> dict[str, Any]:
     return {
         "label": cm.label,
-        "precision": _ratio(cm.precision),
-        "recall": _ratio(cm.recall),
-        "f1": _ratio(cm.f1),
+        "precision": ratio(cm.precision),
+        "recall": ratio(cm.recall),
+        "f1": ratio(cm.f1),
         "tp": cm.tp,
         "fp": cm.fp,
         "fn": cm.fn,

@@ -36,7 +36,6 @@ The hook table (rulechef method -> signals)::
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
@@ -60,6 +59,7 @@ from rulechef_trace.facts import (
     failure_summary,
     labels_of,
     metrics_of,
+    ratio,
     rule_ids,
     short_metrics,
 )
@@ -248,12 +248,12 @@ def _finish_run(state: RunState, result: Any, error: BaseException | None) -> No
     final_ids = _unique(rule_ids(rules))
     fields: dict[str, Any] = {}
     if set(final_ids) != set(state.working):
-        if error is not None:
-            # rulechef stores the working rules only at the end; a failed run keeps the old ones.
-            fields["discarded"] = True
-        elif state.baseline_pending:
+        if state.baseline_pending:
             # The task was discovered and its stored rules loaded, then the run ended early.
             fields["loaded"] = [rid for rid in final_ids if rid not in set(state.working)]
+        elif error is not None:
+            # rulechef stores the working rules only at the end; a failed run keeps the old ones.
+            fields["discarded"] = True
         else:
             logger.warning(
                 "rulechef_trace: run %s ended with rule changes no hook explained", state.run_id
@@ -370,11 +370,12 @@ def _around(
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         signature = inspect.signature(original)
+        born = _generation
 
         @functools.wraps(original)
         def hooked(*args: Any, **kwargs: Any) -> Any:
             state = _current.get()
-            if state is None:
+            if state is None or born != _generation:
                 return original(*args, **kwargs)
             arguments = (
                 (_guard(state, what, _arguments, signature, args, kwargs) or {}) if bind else {}
@@ -400,10 +401,11 @@ def _arguments(
 
 def _wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
     signature = inspect.signature(original)
+    born = _generation
 
     @functools.wraps(original)
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _wanted():
+        if born != _generation or not _wanted():
             return original(self, *args, **kwargs)
         chef = self._chef
         params = _guard(None, "params", _plain_params, signature, self, args, kwargs) or {}
@@ -420,10 +422,11 @@ def _wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _wrap_rank_rules(original: Callable[..., Any]) -> Callable[..., Any]:
     signature = inspect.signature(original)
+    born = _generation
 
     @functools.wraps(original)
     def rank_rules(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _wanted():
+        if born != _generation or not _wanted():
             return original(self, *args, **kwargs)
         params = _guard(None, "params", _plain_params, signature, self, args, kwargs) or {}
         # rulechef prunes only with both flags; anything else changes no rule.
@@ -440,11 +443,12 @@ def _wrap_rank_rules(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _wrap_evaluate_and_refine(original: Callable[..., Any]) -> Callable[..., Any]:
     signature = inspect.signature(original)
+    born = _generation
 
     @functools.wraps(original)
     def evaluate_and_refine(self: Any, *args: Any, **kwargs: Any) -> Any:
         state = _current.get()
-        if state is None:
+        if state is None or born != _generation:
             return original(self, *args, **kwargs)
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
@@ -838,14 +842,16 @@ def _after_rank(state: RunState, chef: Any, report: Any) -> None:
     after = rule_ids(chef.dataset.rules or [])
     removed = set(state.working) - set(after)
     marginal = {
-        r.rule_id: r.marginal_f1 for r in getattr(report, "rankings", ()) if r.rule_id in removed
+        r.rule_id: ratio(r.marginal_f1)
+        for r in getattr(report, "rankings", ())
+        if r.rule_id in removed
     }
     # rulechef ranks nothing, and reports zeros, when the chef has no rule.
     ranked = bool(getattr(report, "rankings", None))
     ensemble = {
-        "f1": getattr(report, "ensemble_f1", None),
-        "precision": getattr(report, "ensemble_precision", None),
-        "recall": getattr(report, "ensemble_recall", None),
+        "f1": ratio(getattr(report, "ensemble_f1", None)),
+        "precision": ratio(getattr(report, "ensemble_precision", None)),
+        "recall": ratio(getattr(report, "ensemble_recall", None)),
     }
     _emit_change(
         state,
@@ -1033,6 +1039,8 @@ HOOKS: tuple[Hook, ...] = (
 )
 
 _lock = threading.RLock()
+# Bumped on every uninstall; a wrapper made in an older generation passes calls through.
+_generation = 0
 # (class, name) -> the exact object found in the class __dict__ (or _ABSENT)
 _originals: dict[tuple[type, str], Any] = {}
 # (class, name) -> the object we set there
@@ -1067,7 +1075,11 @@ def _resolve(hook: Hook) -> tuple[type, Any] | None:
     return cls, method
 
 
-_MARK = "__rulechef_trace_hook__"
+# Wrappers are recognised by identity (functools.wraps copies attributes, so a
+# marker attribute would also tag other libraries' wrappers of ours).
+_ours: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _install() -> None:
@@ -1089,12 +1101,12 @@ def _install_one(cls: type, hook: Hook, method: Any) -> None:
     is_static = isinstance(method, staticmethod)
     func = method.__func__ if is_static else method
     original = cls.__dict__.get(hook.name, _ABSENT)
-    if getattr(func, _MARK, False):
+    if func in _ours:
         # A wrapper of ours that another patch put back after we left: unwrap, never nest.
-        func = func.__wrapped__
+        func = _ours[func]
         original = staticmethod(func) if is_static else func
     wrapper = hook.wrap(func)
-    setattr(wrapper, _MARK, True)
+    _ours[wrapper] = func
     replacement = staticmethod(wrapper) if is_static else wrapper
     _originals[(cls, hook.name)] = original
     _installed[(cls, hook.name)] = replacement
@@ -1120,6 +1132,9 @@ def _warn_missing(missing: list[Hook]) -> None:
 
 
 def _uninstall() -> None:
+    global _generation
+    # Every wrapper made so far turns inert, also one another patch keeps alive.
+    _generation += 1
     for (cls, name), original in _originals.items():
         if cls.__dict__.get(name) is not _installed[(cls, name)]:
             # Somebody patched over our wrapper; removing theirs would break them.
@@ -1183,16 +1198,27 @@ def _on_connected(signal: NamedSignal, **kwargs: Any) -> None:
     refresh()
 
 
-_watched: weakref.WeakSet[Any] = weakref.WeakSet()
+# id(receiver or its owner) -> its finalizer; ids, since receivers need not be hashable.
+_watched: dict[int, Any] = {}
 
 
 def _watch(target: Any) -> None:
     """Refresh when a weakly held receiver is collected: blinker tells nobody."""
-    with contextlib.suppress(TypeError):
-        if target in _watched:
-            return
-        _watched.add(target)
-        weakref.finalize(target, refresh).atexit = False
+    key = id(target)
+    known = _watched.get(key)
+    if known is not None and known.alive:
+        return
+    try:
+        finalizer = weakref.finalize(target, _collected, key)
+    except TypeError:
+        return  # not weakly referenceable: blinker holds it strongly anyway
+    finalizer.atexit = False
+    _watched[key] = finalizer
+
+
+def _collected(key: int) -> None:
+    _watched.pop(key, None)
+    refresh()
 
 
 def _on_disconnected(signal: NamedSignal, **kwargs: Any) -> None:

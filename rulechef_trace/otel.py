@@ -303,7 +303,7 @@ def _enter_run(run_id: str, ctx: Context) -> None:
         _active[run_id] = (otel_context.attach(ctx), 1)
 
 
-def _leave_run(run_id: str) -> None:
+def _leave_run(run_id: str, *, restore: bool = True) -> None:
     with _active_lock:
         if run_id not in _active:
             return
@@ -311,7 +311,8 @@ def _leave_run(run_id: str) -> None:
         if count > 1:
             _active[run_id] = (token, count - 1)
             return
-    otel_context.detach(token)
+    if restore:
+        otel_context.detach(token)
 
 
 def _mark_failed(span: Span, error: Mapping[str, Any], at: int) -> None:
@@ -331,6 +332,9 @@ def _end_incomplete(run: _Run, at: int) -> None:
         run.refine.end(end_time=at)
     run.span.set_attribute("rulechef.run.status", "incomplete")
     run.span.end(end_time=at)
+    if run.current is not None:
+        # The context can be restored only from the run's own context.
+        _leave_run(run.current, restore=otel_trace.get_current_span() is run.span)
 
 
 # ---------------------------------------------------------------------------

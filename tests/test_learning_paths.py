@@ -659,3 +659,21 @@ def test_a_task_discovered_during_the_run_has_its_stored_rules_as_baseline(tmp_p
     synth = trace.events_of("synthesized")[0]
     assert sorted(synth["loaded"]) == kept
     assert trace.run["task"] == "sentiment"
+
+
+def test_a_discovered_task_whose_run_fails_reports_loaded_not_discarded(tmp_path):
+    stored = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
+    stored.learn_rules(max_refinement_iterations=2)
+    chef = RuleChef(client=ScriptedLLM(), dataset_name="reviews", storage_path=str(tmp_path))
+
+    def discover_then_fail() -> None:
+        chef._initialize_with_task(task())
+        raise ConnectionError("observer lost")
+
+    chef._observations._merge_pending_into_observer = discover_then_fail
+    with record_trace(chef, write=False) as recorder, pytest.raises(ConnectionError):
+        chef.learn_rules()
+    end = recorder.last.events[-1]
+    assert sorted(end["loaded"]) == sorted(r.id for r in stored.dataset.rules)
+    assert "discarded" not in end
+    assert sorted(replay(recorder.last)) == sorted(r.id for r in chef.dataset.rules)

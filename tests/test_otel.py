@@ -358,3 +358,19 @@ def test_two_bridges_on_one_run_leave_no_ended_span_current(tmp_path, exporter):
         chef.learn_rules(max_refinement_iterations=2)
     assert trace.get_current_span() is before
     assert len(named(list(exporter.get_finished_spans()), "rulechef.learn")) == 2
+
+
+def test_a_bridge_detached_mid_run_does_not_leave_the_run_span_current(tmp_path, exporter):
+    from rulechef_trace import patch_decided
+
+    chef = rich_chef(tmp_path)
+    before = trace.get_current_span()
+    leaving = otel.attach(chef)
+
+    def detach_leaving(sender: Any, **event: Any) -> None:
+        leaving.detach()
+
+    with otel.attach(), patch_decided.connected_to(detach_leaving, sender=chef):
+        chef.learn_rules(max_refinement_iterations=2)
+    assert trace.get_current_span() is before
+    assert otel._active == {}

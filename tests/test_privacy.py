@@ -111,7 +111,9 @@ def test_names_an_llm_proposes_for_merges_that_never_happen_stay_out(tmp_path):
 
     quote = "awful service"  # an input text of the data set
     bad_merge = audit_merge(["pos words", "neg words"], quote, "good|great|bad|awful")
-    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_POS, BREAK], audit=[bad_merge, {}]), "agentic")
+    chef = make_chef(
+        tmp_path, ScriptedLLM(patch=[FIX_POS, BREAK], audit=[bad_merge, {}]), "agentic"
+    )
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=2)
     (mid, *_) = recorder.last.events_of("audit_applied")

@@ -563,3 +563,47 @@ def test_chefs_sharing_one_coordinator_in_threads_each_get_complete_traces(tmp_p
         assert_complete(trace, chef)
         assert len(trace.events_of("guided")) == 2
     assert not {"guide_refinement", "audit_rules", "critique_rules"} & set(vars(coordinator))
+
+
+def test_a_foreign_wrapper_made_with_functools_wraps_never_doubles_events(tmp_path):
+    import functools
+
+    from rulechef.learner import RuleLearner
+
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK, FIX_ALL]))
+    first = TraceRecorder(chef, write=False).attach()
+    ours = RuleLearner.__dict__["synthesize_patch_ruleset"]
+
+    @functools.wraps(ours)  # copies our wrapper's attributes, as such libraries do
+    def foreign(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return ours(self, *args, **kwargs)
+
+    RuleLearner.synthesize_patch_ruleset = foreign
+    try:
+        first.detach()
+        assert RuleLearner.__dict__["synthesize_patch_ruleset"] is foreign
+        with record_trace(chef, write=False) as again:
+            chef.learn_rules(max_refinement_iterations=3)
+        outcomes = [p["outcome"] for p in again.last.events_of("patch_decided")]
+        assert outcomes == ["rejected", "accepted"]
+        assert RuleLearner.__dict__["synthesize_patch_ruleset"] is foreign
+    finally:
+        RuleLearner.synthesize_patch_ruleset = ours.__wrapped__
+
+
+def test_an_unhashable_weak_receiver_takes_the_hooks_with_it_when_collected():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Listener:  # eq=True makes instances unhashable
+        seen: int = 0
+
+        def on_start(self, sender: Any, **event: Any) -> None:
+            self.seen += 1
+
+    listener = Listener()
+    run_started.connect(listener.on_start)
+    assert instrument.installed()
+    del listener
+    gc.collect()
+    assert not instrument.installed()
