@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from rulechef import RuleChef
-from rulechef.coordinator import AuditAction, AuditResult
+from rulechef.coordinator import AgenticCoordinator, AuditAction, AuditResult
 from rulechef.core import Dataset, Example
 from rulechef.splitting import split_dataset
 from rulechef.training_logger import TrainingDataLogger
@@ -677,3 +677,44 @@ def test_a_discovered_task_whose_run_fails_reports_loaded_not_discarded(tmp_path
     assert sorted(end["loaded"]) == sorted(r.id for r in stored.dataset.rules)
     assert "discarded" not in end
     assert sorted(replay(recorder.last)) == sorted(r.id for r in chef.dataset.rules)
+
+
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_a_run_whose_storage_fails_after_refinement_is_recorded_as_failed(
+    tmp_path, coordinator, monkeypatch
+):
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK, FIX_ALL]), coordinator_for(coordinator))
+    save = chef._store.save
+
+    def full_disk(dataset: Any) -> None:
+        if dataset.rules:  # the save after refinement, not the buffer commit
+            raise OSError(28, "No space left on device")
+        save(dataset)
+
+    monkeypatch.setattr(chef._store, "save", full_disk)
+    with record_trace(chef, write=False) as recorder, pytest.raises(OSError):
+        chef.learn_rules(max_refinement_iterations=3)
+    (trace,) = recorder.traces
+    assert trace.status == "failed"
+    assert trace.run["error"] == {
+        "type": "OSError",
+        "message": "[Errno 28] No space left on device",
+    }
+    assert story(trace)[-2:] == ["refined", "finalized"]
+    assert "discarded" not in trace.events[-1]
+    assert sorted(replay(trace)) == sorted(r.id for r in chef.dataset.rules)
+
+
+@pytest.mark.parametrize("coordinator", COORDINATORS)
+def test_a_run_without_a_task_fails_before_any_rule_change(tmp_path, coordinator):
+    chosen = {
+        "simple": None,
+        "agentic": AgenticCoordinator(ScriptedLLM(), prune_after_learn=True, verbose=False),
+        "custom": StopAfterCoordinator(),
+    }[coordinator]
+    chef = RuleChef(client=ScriptedLLM(), storage_path=str(tmp_path), coordinator=chosen)
+    with record_trace(chef, write=False) as recorder, pytest.raises(RuntimeError, match="Task"):
+        chef.learn_rules()
+    (trace,) = recorder.traces
+    assert story(trace) == ["run_started", "finalized"]
+    assert trace.status == "failed" and trace.final_rules == []
