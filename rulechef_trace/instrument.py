@@ -111,7 +111,6 @@ class RunState:
     result: Any = None
     baseline_pending: bool = False
     loaded: list[str] = field(default_factory=list)
-    coordinator: Any = None
 
 
 _current: ContextVar[RunState | None] = ContextVar("rulechef_trace_run", default=None)

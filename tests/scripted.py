@@ -141,6 +141,28 @@ FIX_ALL = {
 BREAK = {"rules": [rule("broad", "day|thing|one|stuff|food|trip|mess", "pos", priority=9)]}
 
 
+def restoring_llm() -> ScriptedLLM:
+    """An LLM whose accepted patch lowers F1, so refinement hands back the synthesized rules.
+
+    "day" makes "pos words" fire on "bad day" (a false positive). The patch
+    swaps it for a precise but narrow rule: precision rises, F1 falls, the
+    patch is accepted, and rulechef returns the earlier, better rules.
+    """
+    return ScriptedLLM(
+        per_class=lambda p: {
+            "rules": [
+                rule("pos words", "good|great|day", "pos", 6)
+                if "'pos'" in p.split("FOCUS")[1][:40]
+                else rule("neg words", "awful", "neg", 5)
+            ]
+        },
+        patch=[
+            {"rules": [rule("pos strict", "great", "pos", 6)], "deleted_rules": ["pos words"]},
+            {"rules": []},
+        ],
+    )
+
+
 def task() -> Task:
     """The sentiment classification task."""
     return Task(

@@ -25,6 +25,7 @@ from tests.scripted import (
     audit_merge,
     ids_by_name,
     make_chef,
+    restoring_llm,
     rule,
     target_class,
     task,
@@ -269,22 +270,7 @@ def train_texts_by_label(
 
 @pytest.mark.parametrize("coordinator", COORDINATORS)
 def test_refinement_that_keeps_an_earlier_iterations_rules(tmp_path, learn, coordinator):
-    # "day" makes pos words fire on "bad day" (a false positive). The patch
-    # swaps it for a precise but narrow rule: precision rises, F1 falls, the
-    # patch is accepted, and refinement hands back the synthesized rules.
-    llm = ScriptedLLM(
-        per_class=lambda p: {
-            "rules": [
-                rule("pos words", "good|great|day", "pos", 6)
-                if "'pos'" in p.split("FOCUS")[1][:40]
-                else rule("neg words", "awful", "neg", 5)
-            ]
-        },
-        patch=[
-            {"rules": [rule("pos strict", "great", "pos", 6)], "deleted_rules": ["pos words"]},
-            {"rules": []},
-        ],
-    )
+    llm = restoring_llm()
     chef = make_chef(tmp_path, llm, coordinator_for(coordinator))
     trace, _ = learn(chef, max_refinement_iterations=2)
     first = trace.events_of("patch_decided")[0]

@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from rulechef_trace import Trace, record_trace
-from tests.scripted import BREAK, FIX_ALL, FIX_NEG, ScriptedLLM, audit_merge, make_chef, rule
+from tests.scripted import (
+    BREAK,
+    FIX_ALL,
+    FIX_NEG,
+    ScriptedLLM,
+    audit_merge,
+    make_chef,
+    restoring_llm,
+    rule,
+)
 
 # Patch 1 replaces "pos words" by name and adds "pos more"; the mid-refinement
 # audit merges the two into "pos all"; patch 2 is worse and would delete
@@ -50,19 +59,7 @@ def simple_run(folder: Path, storage: Path) -> tuple[Trace, Any]:
 
 def restore_run(folder: Path, storage: Path) -> Trace:
     """A run whose refinement hands back the synthesized rules (kept_earlier)."""
-    llm = ScriptedLLM(
-        per_class=lambda p: {
-            "rules": [
-                rule("pos words", "good|great|day", "pos", 6)
-                if "'pos'" in p.split("FOCUS")[1][:40]
-                else rule("neg words", "awful", "neg", 5)
-            ]
-        },
-        patch=[
-            {"rules": [rule("pos strict", "great", "pos", 6)], "deleted_rules": ["pos words"]},
-            {"rules": []},
-        ],
-    )
+    llm = restoring_llm()
     chef = make_chef(folder, llm, name="restore")
     return _learn(chef, storage, max_refinement_iterations=2)
 
