@@ -303,3 +303,31 @@ def test_report_renders_in_headless_chromium(rich, tmp_path):
     assert png.is_file()
     assert png_size(png) == (1200, 1600)
     assert png.stat().st_size > 30_000, "the screenshot is (nearly) blank"
+
+
+@pytest.fixture(scope="module")
+def demo_traces(tmp_path_factory: pytest.TempPathFactory) -> list[Trace]:
+    from rulechef_trace.demo import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("demo"), out=io.StringIO())
+
+
+def test_demo_report_text_has_no_placeholder_words(demo_traces: list[Trace]) -> None:
+    for trace in demo_traces:
+        text = " ".join(Page(render_html(trace)).text)
+        for word in ("None", "nan", "undefined", "NaN"):
+            assert f" {word} " not in f" {text} ".replace("→", " ").replace(",", " "), word
+
+
+def test_audit_merges_name_the_rule_they_made(demo_traces: list[Trace]) -> None:
+    learn = demo_traces[0]
+    merges = [
+        a
+        for e in learn.events_of("audit_applied")
+        for a in e.get("actions") or []
+        if a.get("action") == "merge" and a.get("result")
+    ]
+    assert merges, "the demo run merges rules in an audit"
+    text = " ".join(Page(render_html(learn)).text)
+    for action in merges:
+        assert f"→ {learn.name_of(action['result'])}" in text

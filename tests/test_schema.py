@@ -16,9 +16,6 @@ from tests.trace_factory import Traces, make_traces
 
 jsonschema = pytest.importorskip("jsonschema")
 
-DOCS_COPY = Path(__file__).resolve().parent.parent / "docs" / "trace-v1.schema.json"
-
-
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
     text = (resources.files("rulechef_trace") / "data" / "trace-v1.schema.json").read_text()
@@ -35,10 +32,6 @@ def traces(tmp_path_factory: pytest.TempPathFactory) -> Traces:
 def errors(schema: dict[str, Any], data: Any) -> list[str]:
     validator = jsonschema.Draft202012Validator(schema)
     return [e.message for e in validator.iter_errors(json.loads(json.dumps(data)))]
-
-
-def test_the_docs_copy_is_identical(schema: dict[str, Any]) -> None:
-    assert json.loads(DOCS_COPY.read_text()) == schema
 
 
 def test_real_traces_validate(schema: dict[str, Any], traces: Traces) -> None:

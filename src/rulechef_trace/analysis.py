@@ -461,6 +461,10 @@ _NOTES: dict[str, Callable[[Trace, str, Mapping[str, Any]], tuple[str, str] | No
     "pruned": _note_pruned,
 }
 
+# Event types that say nothing about a rule beyond their added/removed lists
+# (every event type is either here or in _NOTES; a test checks it).
+_NOT_NOTED = ("run_started", "synthesized", "iteration_evaluated", "guided", "finalized")
+
 
 # ---------------------------------------------------------------------------
 # Run summaries and diff

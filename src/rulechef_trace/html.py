@@ -679,7 +679,9 @@ def _d_audit(t: Trace, e: Mapping[str, Any]) -> str:
     parts = [f"{stage} audit: {len(actions)} applied, {len(skipped)} skipped"]
     for a in actions:
         if a.get("action") == "merge":
-            parts.append(f"merged {_names(t, a.get('sources'))} → {a.get('name')}")
+            result = a.get("result")
+            into = t.name_of(str(result)) if result else "nothing (merge skipped)"
+            parts.append(f"merged {_names(t, a.get('sources'))} → {into}")
         else:
             parts.append(f"removed {_names(t, a.get('rules'))}")
     if e.get("reverted"):

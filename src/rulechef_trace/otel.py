@@ -520,6 +520,9 @@ def _final_attributes(payload: Mapping[str, Any]) -> Attributes:
     }
 
 
+# Handled by the bridge itself: they open and close the run span.
+_LIFECYCLE = ("run_started", "finalized")
+
 _HANDLERS: dict[str, Handler] = {
     "synthesized": _step_span("rulechef.synthesize", _synthesized_attributes),
     "patch_decided": _step_span("rulechef.patch", _patch_attributes),

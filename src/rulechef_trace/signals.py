@@ -28,6 +28,8 @@ from typing import Any
 
 from blinker import ANY, NamedSignal, Namespace
 
+from rulechef_trace.events import CATALOGUE
+
 __all__ = [
     "ALL_SIGNALS",
     "Subscription",
@@ -51,44 +53,20 @@ logger = logging.getLogger("rulechef_trace")
 
 namespace = Namespace()
 
-run_started = namespace.signal(
-    "run_started", doc="A learn_rules() run or a pruning rank_rules() call began."
-)
-synthesized = namespace.signal(
-    "synthesized", doc="Bulk, per-class or incremental synthesis produced the working rules."
-)
-iteration_evaluated = namespace.signal(
-    "iteration_evaluated", doc="A refinement iteration measured the working rules."
-)
-critiqued = namespace.signal("critiqued", doc="The coordinator's critic reviewed the rules.")
-guided = namespace.signal(
-    "guided", doc="The coordinator gave refinement guidance and said whether to go on."
-)
-patch_decided = namespace.signal(
-    "patch_decided", doc="A refinement patch was accepted, rejected, or came back empty."
-)
-audit_applied = namespace.signal(
-    "audit_applied", doc="A mid-refinement or final audit merged/removed rules, or reverted."
-)
-pruned = namespace.signal("pruned", doc="Weak or harmful rules were dropped.")
-refined = namespace.signal(
-    "refined", doc="The refinement loop ended: why, and which iteration's rules it kept."
-)
-finalized = namespace.signal("finalized", doc="The run ended, in any way. Always the last event.")
+#: Every signal of the package, in the order a run emits them first (events.CATALOGUE).
+ALL_SIGNALS: tuple[NamedSignal, ...] = tuple(namespace.signal(e.name, doc=e.doc) for e in CATALOGUE)
 
-#: Every signal of the package, in the order a run emits them first.
-ALL_SIGNALS: tuple[NamedSignal, ...] = (
-    run_started,
-    synthesized,
-    iteration_evaluated,
-    critiqued,
-    guided,
-    patch_decided,
-    audit_applied,
-    pruned,
-    refined,
-    finalized,
-)
+# The public names; ``namespace.signal`` returns the signal made above.
+run_started = namespace.signal("run_started")
+synthesized = namespace.signal("synthesized")
+iteration_evaluated = namespace.signal("iteration_evaluated")
+critiqued = namespace.signal("critiqued")
+guided = namespace.signal("guided")
+patch_decided = namespace.signal("patch_decided")
+audit_applied = namespace.signal("audit_applied")
+pruned = namespace.signal("pruned")
+refined = namespace.signal("refined")
+finalized = namespace.signal("finalized")
 
 _STRICT_ENV = "RULECHEF_TRACE_STRICT"
 _strict: ContextVar[bool | None] = ContextVar("rulechef_trace_strict", default=None)

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from rulechef_trace.events import EVENT_TYPES
+
 __all__ = [
     "EVENT_TYPES",
     "FORMAT",
@@ -32,20 +34,6 @@ __all__ = [
 
 FORMAT = "rulechef-trace"
 VERSION = 1
-
-#: Event types of format v1, in the order a run first emits them.
-EVENT_TYPES = (
-    "run_started",
-    "synthesized",
-    "iteration_evaluated",
-    "critiqued",
-    "guided",
-    "patch_decided",
-    "audit_applied",
-    "pruned",
-    "refined",
-    "finalized",
-)
 
 STATUSES = ("completed", "not_enough_data", "no_rules", "failed", "incomplete")
 
