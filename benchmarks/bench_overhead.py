@@ -18,12 +18,12 @@ I/O micro-benchmark run in separate, un-timed repetitions.
 
 Usage (from the repository root)::
 
-    /work/venv/bin/python benchmarks/bench_overhead.py            # full run
-    /work/venv/bin/python benchmarks/bench_overhead.py --quick    # smoke run, < 30 s
-    /work/venv/bin/python benchmarks/bench_overhead.py --json > overhead.json
-    /work/venv/bin/python benchmarks/bench_overhead.py --from-json overhead.json
-    /work/venv/bin/python benchmarks/bench_overhead.py --control --paired 10  # noise checks
-    /work/venv/bin/python benchmarks/bench_overhead.py \\
+    python benchmarks/bench_overhead.py            # full run
+    python benchmarks/bench_overhead.py --quick    # smoke run, < 30 s
+    python benchmarks/bench_overhead.py --json > overhead.json
+    python benchmarks/bench_overhead.py --from-json overhead.json
+    python benchmarks/bench_overhead.py --control --paired 10  # noise checks
+    python benchmarks/bench_overhead.py \\
         --data ../shared/data/banking77_sample.jsonl --label-field gold_label
 
 Noise checks: ``--control`` adds a second plain worker (A2) to every round, so
@@ -83,7 +83,7 @@ SYNTHETIC_EVENTS = 100
 IO_REPS = 200
 QUICK_IO_REPS = 50
 
-# Limits of issue 4.
+# The limits the package promises (docs/performance.md).
 LIMIT_IMPORT = 1.01
 LIMIT_LISTENING_SMALL = 1.05
 LIMIT_LISTENING_LARGE = 1.02
@@ -1009,7 +1009,7 @@ def timing_target(name: str, size: int, value: float, limit: float, judged: bool
 
 
 def evaluate_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """PASS/FAIL of every target of issue 4."""
+    """PASS/FAIL of every target in docs/performance.md."""
     rows: list[dict[str, Any]] = []
     for s in result["sizes"]:
         rows.extend(size_targets(s))
@@ -1223,7 +1223,7 @@ def int_list(text: str) -> tuple[int, ...]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
-        description="Overhead of rulechef-trace on an offline learn_rules() run (issue 4)."
+        description="Overhead of rulechef-trace on an offline learn_rules() run."
     )
     parser.add_argument("--sizes", type=int_list, help="workload sizes (default 200,2000)")
     parser.add_argument(
