@@ -36,6 +36,7 @@ The hook table (rulechef method -> signals)::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -368,7 +369,7 @@ def _around(
     """
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        signature = inspect.signature(original)
+        binder = _binder(_signature(original))
         born = _generation
 
         @functools.wraps(original)
@@ -376,9 +377,7 @@ def _around(
             state = _current.get()
             if state is None or born != _generation:
                 return original(*args, **kwargs)
-            arguments = (
-                (_guard(state, what, _arguments, signature, args, kwargs) or {}) if bind else {}
-            )
+            arguments = (_guard(state, what, binder, args, kwargs) or {}) if bind else {}
             context = _guard(state, what, before, state, arguments) if before else None
             result = original(*args, **kwargs)
             if after is not None:
@@ -398,8 +397,58 @@ def _arguments(
     return dict(bound.arguments)
 
 
+# Every record_trace() installs the hooks anew; rulechef's functions do not change
+# between installs, so their signatures are worked out once.
+_signatures: weakref.WeakKeyDictionary[Callable[..., Any], inspect.Signature] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _signature(func: Callable[..., Any]) -> inspect.Signature:
+    """Return ``inspect.signature(func)``, computed once per function object."""
+    try:
+        return _signatures[func]
+    except (KeyError, TypeError):
+        signature = inspect.signature(func)
+    with contextlib.suppress(TypeError):  # not weakly referable: not cached
+        _signatures[func] = signature
+    return signature
+
+
+_PLAIN_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _binder(
+    signature: inspect.Signature,
+) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+    """Precompute how a call's arguments map to names (what ``bind`` + defaults give).
+
+    ``Signature.bind`` costs tens of microseconds a call; hooked methods are
+    called dozens of times a run, so the names, positions and defaults are
+    worked out once per wrapper. Signatures with ``*args``/``**kwargs`` or
+    positional-only parameters, and calls with more positional arguments than
+    names, take the full ``bind``.
+    """
+    params = list(signature.parameters.values())
+    if not all(p.kind in _PLAIN_KINDS for p in params):
+        return functools.partial(_arguments, signature)
+    positional = tuple(p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    names = frozenset(p.name for p in params)
+
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if len(args) > len(positional) or not names.issuperset(kwargs):
+            return _arguments(signature, args, kwargs)
+        arguments = dict(defaults)
+        arguments.update(zip(positional, args, strict=False))
+        arguments.update(kwargs)
+        return arguments
+
+    return bind
+
+
 def _wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(original)
+    signature = _signature(original)
     born = _generation
 
     @functools.wraps(original)
@@ -420,7 +469,7 @@ def _wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _wrap_rank_rules(original: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(original)
+    signature = _signature(original)
     born = _generation
 
     @functools.wraps(original)
@@ -441,7 +490,7 @@ def _wrap_rank_rules(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _wrap_evaluate_and_refine(original: Callable[..., Any]) -> Callable[..., Any]:
-    signature = inspect.signature(original)
+    signature = _signature(original)
     born = _generation
 
     @functools.wraps(original)
@@ -1066,7 +1115,7 @@ def _resolve(hook: Hook) -> tuple[type, Any] | None:
     if not callable(func):
         return None
     try:
-        names = set(inspect.signature(func).parameters)
+        names = set(_signature(func).parameters)
     except (TypeError, ValueError):
         return None
     if not set(hook.params) <= names:
