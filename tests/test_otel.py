@@ -123,7 +123,7 @@ def test_steps_and_iterations_carry_the_traces_ids_counts_and_metrics(tmp_path, 
     assert list(run.attributes["rulechef.rules.final"]) == recorded.final_rules
     assert run.attributes["rulechef.f1"] == recorded.final_metrics["f1"] == 1.0
     assert run.attributes["rulechef.param.max_refinement_iterations"] == 5
-    assert run.status.status_code is StatusCode.UNSET
+    assert run.status.status_code is StatusCode.OK
 
     events = recorded.events_of("patch_decided")
     patches = named(spans, "rulechef.patch")
@@ -374,3 +374,11 @@ def test_a_bridge_detached_mid_run_does_not_leave_the_run_span_current(tmp_path,
         chef.learn_rules(max_refinement_iterations=2)
     assert trace.get_current_span() is before
     assert otel._active == {}
+
+
+def test_every_rulechef_span_is_an_openinference_chain_step(tmp_path, exporter):
+    """Phoenix and MLflow read openinference.span.kind; every package span says CHAIN."""
+    learn_with_bridge(rich_chef(tmp_path), max_refinement_iterations=5)
+    spans = list(exporter.get_finished_spans())
+    assert {s.name for s in spans} >= {"rulechef.learn", "rulechef.refine", "rulechef.patch"}
+    assert {s.attributes["openinference.span.kind"] for s in spans} == {"CHAIN"}

@@ -16,6 +16,7 @@ from tests.trace_factory import Traces, make_traces
 
 jsonschema = pytest.importorskip("jsonschema")
 
+
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
     text = (resources.files("rulechef_trace") / "data" / "trace-v1.schema.json").read_text()

@@ -10,6 +10,7 @@ line on standard error, ``rulechef-trace: error: <file>: <problem>``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import IO, cast
 import orjson
 
 from rulechef_trace import __version__
+from rulechef_trace._text import clean, is_unsafe
 from rulechef_trace.analysis import (
     UnknownRuleError,
     diff,
@@ -106,11 +108,12 @@ class _PaintingStream(io.TextIOBase):
 
 def _out(text: str) -> None:
     """Print a rendered text to standard output, coloured where wanted."""
+    text = clean(text, newlines=True)  # backstop: no byte from a trace drives the terminal
     print(colourize(text) if wants_colour(sys.stdout) else text, end="")
 
 
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {clean(message)}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------
@@ -123,8 +126,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if wants_colour(sys.stdout):
         out = cast(IO[str], _PaintingStream(sys.stdout))
     try:
-        run_demo(args.dir, data=args.data, model=args.model, base_url=args.base_url, out=out)
-    except DemoDataError:
+        run_demo(
+            args.dir,
+            data=args.data,
+            model=args.model,
+            base_url=args.base_url,
+            out=out,
+            live=_demo_live(),
+        )
+    except (DemoDataError, BrokenPipeError):
         raise
     except Exception as exc:  # the run failed; run_demo printed its trace
         logger.debug("demo run failed", exc_info=True)
@@ -133,10 +143,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _demo_live() -> object:
+    # The demo prints the whole story at the end: live, only the status line, on a terminal.
+    if not sys.stderr.isatty():
+        return False
+    from rulechef_trace.live import LiveView
+
+    return LiveView(sys.stderr, steps=False)
+
+
 def _cmd_show(args: argparse.Namespace) -> int:
+    if args.follow:
+        from rulechef_trace.follow import follow
+
+        return follow(args.path, sys.stdout)
     trace = load_trace(args.path)
     if args.json:
-        print(orjson.dumps(trace, option=orjson.OPT_INDENT_2).decode())
+        text = orjson.dumps(trace, option=orjson.OPT_INDENT_2).decode()
+        # orjson escapes C0 only; C1 and bidi controls become JSON escapes too (still valid JSON).
+        print("".join(f"\\u{ord(c):04x}" if is_unsafe(c, newlines=True) else c for c in text))
     else:
         _out(render_trace(trace))
     return EXIT_OK
@@ -166,8 +191,25 @@ def _cmd_history(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in args.paths:
-        status = max(status, _validate_one(path))
+        if Path(path).is_dir():
+            status = max(status, _validate_folder(Path(path)))
+        else:
+            status = max(status, _validate_one(path))
     return status
+
+
+def _validate_folder(folder: Path) -> int:
+    # A storage folder: its latest-run files, streams and every kept run.
+    files = sorted(
+        p
+        for pattern in ("*.trace.json", "*.trace.jsonl", "*.traces/*.trace.json")
+        for p in folder.glob(pattern)
+        if p.is_file()
+    )
+    if not files:
+        _error(f"{folder}: is a directory, not a trace file, and holds no trace files")
+        return EXIT_BAD_INPUT
+    return max(_validate_one(str(p)) for p in files)
 
 
 def _validate_one(path: str) -> int:
@@ -242,13 +284,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_STATUSES = "exit status: 0 done, 2 bad input or usage"
+_EPILOGS = {
+    "demo": "example: rulechef-trace demo --dir /tmp/rct-demo\n"
+    "exit status: 0 done, 1 the demo run failed, 2 bad input or usage\n"
+    "NO_COLOR=1 turns colour off; on a terminal a status line shows progress",
+    "show": "examples: rulechef-trace show rulechef_data/intents.trace.json\n"
+    "          rulechef-trace show --follow rulechef_data/\n"
+    "exit status: 0 done (with --follow: the run ended), 2 bad input or usage,"
+    " 130 Ctrl-C\nNO_COLOR=1 turns colour off",
+    "lineage": f"example: rulechef-trace lineage intents.trace.json\n{_STATUSES}"
+    " (also an unknown rule)",
+    "diff": f"example: rulechef-trace diff old.trace.json new.trace.json\n{_STATUSES}",
+    "history": f"example: rulechef-trace history rulechef_data/\n{_STATUSES}",
+    "validate": "example: rulechef-trace validate rulechef_data/intents.trace.json\n"
+    "exit status: 0 valid, 1 invalid, 2 unreadable input or usage",
+    "html": f"example: rulechef-trace html intents.trace.json -o report.html\n{_STATUSES}",
+}
+_SHORT_USAGE = (
+    "usage: rulechef-trace VERB [options]   (verbs: demo, show, lineage, diff, history,"
+    " validate, html)\nstart with: rulechef-trace demo\n"
+    "more: rulechef-trace --help, rulechef-trace VERB --help\n"
+)
+
+
 def _verb(
     verbs: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
     summary: str,
     handler: Callable[[argparse.Namespace], int],
 ) -> argparse.ArgumentParser:
-    sub = verbs.add_parser(name, help=summary, description=summary)
+    sub = verbs.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=_EPILOGS.get(name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub.set_defaults(handler=handler)
     return sub
 
@@ -275,8 +347,16 @@ def _add_demo(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _add_show(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sub = _verb(verbs, "show", "print a trace step by step", _cmd_show)
-    sub.add_argument("path", help="a .trace.json or .trace.jsonl file")
+    sub.add_argument(
+        "path", help="a .trace.json or .trace.jsonl file (with --follow: also a storage folder)"
+    )
     sub.add_argument("--json", action="store_true", help="print the normalised trace as JSON")
+    sub.add_argument(
+        "--follow",
+        action="store_true",
+        help="print each step of a streamed run as it arrives; exit 0 when the run ends"
+        " (PATH a .trace.jsonl or a folder: its newest stream, waiting for one)",
+    )
 
 
 def _add_lineage(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -303,7 +383,9 @@ def _add_validate(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = _verb(
         verbs, "validate", "check trace files against format v1 and the replay rule", _cmd_validate
     )
-    sub.add_argument("paths", metavar="PATH", nargs="+", help="trace files")
+    sub.add_argument(
+        "paths", metavar="PATH", nargs="+", help="trace files, or storage folders (every trace)"
+    )
 
 
 def _add_html(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -323,12 +405,26 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
 
+def _replace_unencodable() -> None:
+    """Let any output encoding work (cp1252, ascii): unencodable characters become ``?``."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            # A closed or detached stream is left as it is.
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="replace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``rulechef-trace`` with ``argv`` (default: the process arguments).
 
     Returns:
         The exit status: 0 fine, 1 invalid trace or failed demo, 2 bad input.
     """
+    _replace_unencodable()
+    if not (sys.argv[1:] if argv is None else list(argv)):
+        sys.stderr.write(_SHORT_USAGE)
+        return EXIT_BAD_INPUT
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -339,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `rulechef-trace show x | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_INVALID
+        return EXIT_OK  # the reader had enough, like `head`: not an error
     except KeyboardInterrupt:
         return 130
 

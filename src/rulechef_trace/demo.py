@@ -214,7 +214,7 @@ def _add_new_examples(chef: Any, examples: list[tuple[str, str]]) -> int:
 
 
 def _learn_and_prune(
-    chef: Any, directory: Path
+    chef: Any, directory: Path, live: Any = False
 ) -> tuple[list[Trace], list[Path], Exception | None]:
     """learn_rules() then rank_rules(prune=True), recorded, with rulechef's prints muted.
 
@@ -224,7 +224,7 @@ def _learn_and_prune(
     """
     chatter = io.StringIO()
     error: Exception | None = None
-    with record_trace(chef, storage_path=directory) as recorder:
+    with record_trace(chef, storage_path=directory, live=live) as recorder:
         try:
             with contextlib.redirect_stdout(chatter):
                 chef.learn_rules(max_refinement_iterations=MAX_ITERATIONS)
@@ -241,6 +241,7 @@ def run_demo(
     model: str | None = None,
     base_url: str | None = None,
     out: IO[str] | None = None,
+    live: Any = False,
 ) -> list[Trace]:
     """Learn rules on a small data set under ``record_trace`` and print the traces.
 
@@ -250,6 +251,8 @@ def run_demo(
         model: Model name for a real endpoint.
         base_url: OpenAI-compatible endpoint (used with ``OPENAI_API_KEY``).
         out: Where to print; standard output (at call time) by default.
+        live: Passed to ``record_trace``: progress on standard error while the
+            runs go (the CLI shows a status line on a terminal).
 
     Returns:
         The traces of the run: the learning run, then the pruning run.
@@ -268,7 +271,7 @@ def run_demo(
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         chef = _build_chef(folder, examples, llm)
-    traces, paths, error = _learn_and_prune(chef, folder)
+    traces, paths, error = _learn_and_prune(chef, folder, live)
     elapsed = time.perf_counter() - started
     for trace in traces:
         print_trace(trace, file=out)

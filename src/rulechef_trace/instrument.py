@@ -147,6 +147,7 @@ def _emit(state: RunState, signal: NamedSignal, fields: dict[str, Any]) -> None:
     if not signal.receivers:
         return
     payload = {
+        "type": signal.name,  # a receiver of ALL_SIGNALS can tell which signal fired
         "run_id": state.run_id,
         "seq": state.seq,
         "t": round(time.perf_counter() - state.started, 6),

@@ -65,6 +65,10 @@ logger = logging.getLogger("rulechef_trace")
 SCOPE = "rulechef_trace"
 
 _REFINEMENT_EVENTS = frozenset({"iteration_evaluated", "critiqued", "guided", "patch_decided"})
+#: Run statuses that mark the run span ERROR; "completed" marks it OK, others leave it unset.
+_FAILED = frozenset({"failed", "llm_error"})
+#: OpenInference's span kind, so Phoenix and MLflow show rulechef steps as chain steps.
+_CHAIN = {"openinference.span.kind": "CHAIN"}
 _METRICS = ("f1", "precision", "recall", "exact_match", "docs", "failures")
 
 Attributes = dict[str, Any]
@@ -222,7 +226,10 @@ def _step_span(name: str, attributes: Callable[[Mapping[str, Any]], Attributes])
     def handle(tracer: Tracer, run: _Run, kind: str, payload: Mapping[str, Any], at: int) -> None:
         _, parent = run.parent()
         span = tracer.start_span(
-            name, context=parent, attributes=attributes(payload), start_time=run.last_ns
+            name,
+            context=parent,
+            attributes={**_CHAIN, **attributes(payload)},
+            start_time=run.last_ns,
         )
         span.end(end_time=at)
 
@@ -250,7 +257,7 @@ def _open_refine(tracer: Tracer, run: _Run) -> Span:
     """The run's ``rulechef.refine`` span, started at the previous event when not open yet."""
     if run.refine is None:
         run.refine = tracer.start_span(
-            "rulechef.refine", context=run.context, start_time=run.last_ns
+            "rulechef.refine", context=run.context, attributes=_CHAIN, start_time=run.last_ns
         )
         run.refine_context = otel_trace.set_span_in_context(run.refine, run.context)
     return run.refine
@@ -280,8 +287,10 @@ def _finish(run: _Run, payload: Mapping[str, Any], at: int) -> None:
     span = run.span
     span.set_attributes(_clean(_final_attributes(payload)))
     error = payload.get("error")
-    if payload.get("status") == "failed" or error:
+    if payload.get("status") in _FAILED or error:
         _mark_failed(span, error or {}, at)
+    elif payload.get("status") == "completed":
+        span.set_status(Status(StatusCode.OK))
     span.end(end_time=at)
     if run.current is not None:
         _leave_run(run.current)
@@ -388,6 +397,7 @@ def _start_attributes(payload: Mapping[str, Any]) -> Attributes:
     params = payload.get("params") or {}
     coordinator = payload.get("coordinator") or {}
     attributes: Attributes = {
+        **_CHAIN,
         "rulechef.run.id": payload.get("run_id"),
         "rulechef.run.kind": payload.get("kind"),
         "rulechef.dataset": payload.get("dataset"),

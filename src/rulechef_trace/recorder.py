@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -15,7 +16,16 @@ from typing import IO, Any
 import orjson
 
 from rulechef_trace import signals as sig
-from rulechef_trace.trace import FORMAT, VERSION, Trace, build_trace, history_dir, trace_path
+from rulechef_trace._text import describe_exception, safe_str
+from rulechef_trace.trace import (
+    FORMAT,
+    VERSION,
+    Trace,
+    build_trace,
+    file_stem,
+    history_dir,
+    trace_path,
+)
 
 __all__ = ["TraceRecorder", "record_trace", "write_atomic"]
 
@@ -40,6 +50,9 @@ class TraceRecorder:
         stream: True also appends each event, as it happens, to
             ``<storage>/<dataset>.trace.jsonl`` (flushed per event), so a killed
             process leaves a readable partial trace.
+        live: True writes the story to standard error as the run goes (on a
+            terminal with a status line redrawn in place); a text stream writes
+            it there instead; a :class:`rulechef_trace.live.LiveView` is used as is.
 
     Attributes:
         traces: Every trace recorded so far, oldest first.
@@ -55,6 +68,7 @@ class TraceRecorder:
         write: bool = True,
         history: bool = True,
         stream: bool = False,
+        live: bool | IO[str] = False,
     ):
         if stream and not write:
             raise ValueError(
@@ -65,6 +79,7 @@ class TraceRecorder:
         self.write = write
         self.history = history
         self.stream = stream
+        self.live = _live_view(live)
         self.traces: list[Trace] = []
         self.paths: list[Path] = []
         self.write_errors = 0
@@ -118,6 +133,8 @@ class TraceRecorder:
             events.append(event)
         if self.stream:
             self._stream_event(run_id, sender, event)
+        if self.live is not None:
+            self._show_live(event)
         if signal_name == "finalized":
             with self._lock:
                 events = self._runs.pop(run_id, [])
@@ -128,10 +145,14 @@ class TraceRecorder:
         with self._lock:
             self.traces.append(trace)
             stream = self._streams.pop(run_id, None)
-        if stream is not None:
-            stream.close()
+        # The trace first: a stream whose close() fails must not cost the record.
         if self.write:
             self._write(trace, sender)
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception as exc:
+                self._write_failed("could not close the stream", exc)
 
     def _folder(self, sender: Any, trace_run: dict[str, Any]) -> Path:
         if self.storage_path is not None:
@@ -142,7 +163,7 @@ class TraceRecorder:
         run = trace.run
         folder = self._folder(sender, run)
         dataset = str(run.get("dataset") or "default")
-        data = orjson.dumps(trace)
+        data = dumps_any(trace)
         targets = []
         if self.history:
             stamp = "".join(c for c in str(run.get("started_at") or "") if c.isdigit())
@@ -159,13 +180,13 @@ class TraceRecorder:
             logger.warning(
                 "rulechef_trace: could not write %s (%s); the trace stays in recorder.traces",
                 ", ".join(str(t) for t, _ in failed),
-                failed[0][1].strerror or failed[0][1],
+                _reason(failed[0][1]),
             )
 
-    def _write_one(self, target: Path, data: bytes) -> OSError | None:
+    def _write_one(self, target: Path, data: bytes) -> Exception | None:
         try:
             write_atomic(target, data)
-        except OSError as exc:
+        except Exception as exc:  # OSError, or ValueError for a NUL in a path
             return exc
         with self._lock:
             self.paths.append(target)
@@ -179,21 +200,70 @@ class TraceRecorder:
                     stream = self._open_stream(sender, event)
                     self._streams[run_id] = stream
             if stream is not None:
-                stream.write(orjson.dumps(event) + b"\n")
+                stream.write(dumps_any(event) + b"\n")
                 stream.flush()
-        except OSError as exc:
-            with self._lock:
-                self.write_errors += 1
-            logger.warning("rulechef_trace: could not stream an event (%s)", exc.strerror or exc)
+        except Exception as exc:  # any fault in writing is a write error, never the run's
+            self._write_failed("could not stream an event", exc)
+
+    def _show_live(self, event: dict[str, Any]) -> None:
+        try:
+            self.live.event(event)
+        except Exception as exc:  # the live view never stops the run or its record
+            logger.warning("rulechef_trace: live view failed (%s)", _reason(exc))
+
+    def _write_failed(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            self.write_errors += 1
+        logger.warning("rulechef_trace: %s (%s)", what, _reason(exc))
 
     def _open_stream(self, sender: Any, start: dict[str, Any]) -> IO[bytes]:
         folder = self._folder(sender, start)
         folder.mkdir(parents=True, exist_ok=True)
         dataset = str(start.get("dataset") or "default")
         suffix = "" if start.get("kind") == "learn" else f".{start.get('kind')}"
-        stream = open(folder / f"{dataset}{suffix}.trace.jsonl", "wb")  # noqa: SIM115
+        path = folder / f"{file_stem(dataset)}{suffix}.trace.jsonl"
+        # O_NOFOLLOW: a symlink planted at the stream's path is refused, never followed.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+        stream = os.fdopen(os.open(path, flags, 0o666), "wb")
         stream.write(orjson.dumps({"format": FORMAT, "version": VERSION, "stream": True}) + b"\n")
         return stream
+
+
+def _live_view(live: bool | IO[str]) -> Any:
+    if live is False or live is None:
+        return None
+    from rulechef_trace.live import LiveView
+
+    if isinstance(live, LiveView):
+        return live
+    return LiveView() if live is True else LiveView(live)
+
+
+def _reason(exc: BaseException) -> str:
+    strerror = getattr(exc, "strerror", None)
+    return str(strerror) if strerror else describe_exception(exc, limit=200)
+
+
+def dumps_any(value: Any) -> bytes:
+    """Serialise a trace or event; ints beyond 64 bits and too-deep values become strings."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError: a big int, nesting over 255, an odd type
+        return orjson.dumps(_jsonable(value, 0))
+
+
+def _jsonable(value: Any, depth: int) -> Any:
+    if depth > 200:
+        return safe_str(value)
+    if isinstance(value, Mapping):
+        return {safe_str(k): _jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, depth + 1) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (float, str)):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    return safe_str(value)
 
 
 def write_atomic(target: Path, data: bytes) -> None:
@@ -208,6 +278,8 @@ def write_atomic(target: Path, data: bytes) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temp(target)
     try:
+        with contextlib.suppress(FileNotFoundError):  # keep a mode the user set (e.g. 600)
+            os.chmod(tmp, stat.S_IMODE(os.stat(target, follow_symlinks=False).st_mode))
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -226,7 +298,8 @@ def _create_temp(target: Path) -> tuple[int, str]:
     A random name with O_EXCL: no two writers ever share one. Mode 0666 lets
     the umask decide the permissions, as for any ordinary file.
     """
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    # Not derived from the target's name: a long dataset name must still fit.
+    tmp = target.parent / f".rct-{uuid.uuid4().hex}.tmp"
     return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
 
 
@@ -250,6 +323,7 @@ def record_trace(
     stream: bool = False,
     strict: bool | None = None,
     otel: bool = False,
+    live: bool | IO[str] = False,
 ) -> Iterator[TraceRecorder]:
     """Record every run of ``chef`` inside the block; detach on exit, even on error.
 
@@ -263,12 +337,13 @@ def record_trace(
             (for tests); None leaves the ``RULECHEF_TRACE_STRICT`` default.
         otel: True also sends each run as OpenTelemetry spans to the globally
             configured tracer provider (needs the ``otel`` extra).
+        live: True writes the story to standard error as the run goes.
 
     Yields:
         The attached :class:`TraceRecorder`.
     """
     recorder = TraceRecorder(
-        chef, storage_path=storage_path, write=write, history=history, stream=stream
+        chef, storage_path=storage_path, write=write, history=history, stream=stream, live=live
     )
     # Attached first, so that a missing extra leaves nothing connected.
     bridge = _attach_otel(recorder.chef) if otel else None

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from rulechef_trace._text import clean, shorten
 from rulechef_trace.trace import Trace, load_trace
 
 __all__ = ["pct", "print_trace", "render_trace"]
@@ -22,7 +23,8 @@ def pct(value: Any) -> str:
 
 
 def _short(name: str, width: int = _NAME) -> str:
-    return name if len(name) <= width else name[: width - 2] + ".."
+    # Escape first, then cut: a cut can never leave half an escape sequence.
+    return shorten(name, width)
 
 
 def _names(trace: Trace, ids: list[str] | None, limit: int = 4) -> str:
@@ -195,6 +197,7 @@ def _event_lines(trace: Trace, event: Mapping[str, Any]) -> list[str]:
         lines = render(trace, event) if render else [f"{event.get('type')} (unknown event type)"]
     except _ODD:
         lines = [f"{event.get('type')} (details unreadable)"]
+    lines = [clean(line) for line in lines]  # names come from the LLM: no control reaches a tty
     t = event.get("t")
     clock = f"{t:.1f}s" if isinstance(t, (int, float)) else ""
     rules = event.get("rules_after")
@@ -264,7 +267,7 @@ def render_trace(trace: Trace | Mapping[str, Any]) -> str:
         lines += _footer(trace)
     except _ODD:
         lines += ["", "  Final: unreadable", "=" * WIDTH]
-    return "\n".join(lines) + "\n"
+    return "\n".join(clean(line) for line in lines) + "\n"
 
 
 def print_trace(

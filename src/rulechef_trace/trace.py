@@ -90,6 +90,38 @@ class Trace(dict[str, Any]):
         return str(self.run.get("status"))
 
     @property
+    def kind(self) -> str:
+        """``learn`` or ``prune``: what kind of run this is."""
+        return str(self.run.get("kind"))
+
+    @property
+    def dataset(self) -> str:
+        """The dataset the run learned on."""
+        return str(self.run.get("dataset"))
+
+    @property
+    def run_id(self) -> str:
+        """The run's id (a UUID string)."""
+        return str(self.run.get("id"))
+
+    @property
+    def duration_s(self) -> float | None:
+        """How long the run took, in seconds; None while unknown."""
+        duration = self.run.get("duration_s")
+        return float(duration) if isinstance(duration, (int, float)) else None
+
+    @property
+    def patches(self) -> list[dict[str, Any]]:
+        """The refinement patches (``patch_decided`` events), in order."""
+        return self.events_of("patch_decided")
+
+    def __repr__(self) -> str:
+        # Short on purpose: a failing assert must not print the whole document.
+        rules = self._final().get("rules")
+        count = len(rules) if isinstance(rules, list) else 0
+        return f"<Trace {self.kind} {self.dataset} {self.status}, {count} rules>"
+
+    @property
     def final_rules(self) -> list[str]:
         """Ids of the rules the chef had when the run ended."""
         return [r["id"] for r in self._final().get("rules") or [] if isinstance(r, dict)]
@@ -127,14 +159,25 @@ class Trace(dict[str, Any]):
         return str(entry.get("name")) if isinstance(entry, dict) else str(rule_id)
 
 
+def file_stem(dataset: str) -> str:
+    """The file-name stem of a dataset, confined to one folder.
+
+    Separators, NUL and other controls are percent-encoded and ``.``/``..``
+    spelled out, so no dataset name (``../../x``, ``/etc/x``) can leave the
+    storage folder. Ordinary names are unchanged.
+    """
+    stem = "".join(f"%{ord(c):02X}" if c in "/\\%" or ord(c) < 0x20 else c for c in dataset)
+    return stem.replace(".", "%2E") if stem in (".", "..") else stem
+
+
 def trace_path(storage_path: str | Path, dataset: str) -> Path:
     """Where the latest learning run of ``dataset`` is written."""
-    return Path(storage_path) / f"{dataset}.trace.json"
+    return Path(storage_path) / f"{file_stem(dataset)}.trace.json"
 
 
 def history_dir(storage_path: str | Path, dataset: str) -> Path:
     """The folder keeping every run of ``dataset``, one file each."""
-    return Path(storage_path) / f"{dataset}.traces"
+    return Path(storage_path) / f"{file_stem(dataset)}.traces"
 
 
 def build_trace(events: Iterable[Mapping[str, Any]]) -> Trace:
@@ -401,13 +444,12 @@ def _event_problems(events: list[Any], status: str) -> list[str]:
         seq, kind = event.get("seq"), event.get("type")
         if not isinstance(kind, str):
             return [f"event #{index + 1} has no string type"]
-        if (
-            not isinstance(seq, int)
-            or isinstance(seq, bool)
-            or seq < expected
-            or (index == 0 and seq != 1)
-        ):
-            return [f"event #{index + 1} ({kind}): seq {seq!r} is not strictly increasing from 1"]
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq != expected:
+            # A gap means a lost event: the recorder numbers every event of a run 1, 2, 3, ...
+            return [
+                f"event #{index + 1} ({kind}): seq {seq!r} where {expected} was expected "
+                "(seq numbers are not strictly increasing from 1 without gaps)"
+            ]
         expected = seq + 1
         t = event.get("t")
         if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t):
