@@ -218,7 +218,10 @@ def test_validate_reports_a_broken_replay(
     assert code == 1
     first, second = out.splitlines()
     assert first.startswith("OK ")
-    assert second.startswith(f"INVALID  {broken}: replayed rules [")
+    dropped = json.loads(traces.file_of(traces.story).read_bytes())["final"]["rules"][0]["id"]
+    assert second == (
+        f"INVALID  {broken}: replayed rules differ from final rules: only replayed [{dropped}]"
+    )
 
 
 @pytest.mark.parametrize("which", BAD_IDS)

@@ -286,13 +286,29 @@ def replay(trace: Mapping[str, Any]) -> list[str]:
         after = event.get("rules_after")
         if after is not None and set(after) != set(rules):
             raise ReplayError(
-                f"event seq {event.get('seq')} ({event.get('type')}): replayed rules "
-                f"{sorted(rules)} differ from its rules_after {sorted(after)}"
+                f"event seq {event.get('seq')} ({event.get('type')}): replayed rules differ "
+                f"from its rules_after: {_difference(rules, after)}"
             )
     final = [r.get("id") for r in (trace.get("final") or {}).get("rules", [])]
     if set(final) != set(rules):
-        raise ReplayError(f"replayed rules {sorted(rules)} differ from final rules {sorted(final)}")
+        raise ReplayError(f"replayed rules differ from final rules: {_difference(rules, final)}")
     return rules
+
+
+def _difference(replayed: Iterable[Any], recorded: Iterable[Any]) -> str:
+    """Say which ids only one side has (a trace may hold thousands of ids)."""
+    ours, theirs = {str(i) for i in replayed}, {str(i) for i in recorded}
+
+    def listed(ids: set[str]) -> str:
+        shown = sorted(ids)[:5]
+        return ", ".join(shown) + (f" (+{len(ids) - 5} more)" if len(ids) > 5 else "")
+
+    parts = []
+    if ours - theirs:
+        parts.append(f"only replayed [{listed(ours - theirs)}]")
+    if theirs - ours:
+        parts.append(f"only recorded [{listed(theirs - ours)}]")
+    return "; ".join(parts)
 
 
 def load_trace(path: str | Path) -> Trace:
