@@ -175,13 +175,8 @@ class TraceRecorder:
             targets.append(trace_path(folder, dataset))
         failed = [(t, exc) for t in targets if (exc := self._write_one(t, data)) is not None]
         if failed:
-            with self._lock:
-                self.write_errors += 1
-            logger.warning(
-                "rulechef_trace: could not write %s (%s); the trace stays in recorder.traces",
-                ", ".join(str(t) for t, _ in failed),
-                _reason(failed[0][1]),
-            )
+            names = ", ".join(str(t) for t, _ in failed)
+            self._write_failed(f"could not write {names}", failed[0][1])
 
     def _write_one(self, target: Path, data: bytes) -> Exception | None:
         try:
@@ -214,7 +209,9 @@ class TraceRecorder:
     def _write_failed(self, what: str, exc: BaseException) -> None:
         with self._lock:
             self.write_errors += 1
-        logger.warning("rulechef_trace: %s (%s)", what, _reason(exc))
+        logger.warning(
+            "rulechef_trace: %s (%s); the trace stays in recorder.traces", what, _reason(exc)
+        )
 
     def _open_stream(self, sender: Any, start: dict[str, Any]) -> IO[bytes]:
         folder = self._folder(sender, start)
