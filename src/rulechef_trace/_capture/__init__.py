@@ -1,0 +1,1 @@
+"""Capture: rulechef -> events (install/uninstall, run state, the wrapper factory)."""
