@@ -7,20 +7,21 @@ from typing import Any
 
 import pytest
 
-from rulechef_trace import ALL_SIGNALS, Trace, instrument, record_trace, replay, validate
+from rulechef_trace import ALL_SIGNALS, Trace, record_trace, replay, validate
+from rulechef_trace._capture import install as capture
 
 
 @pytest.fixture(autouse=True)
 def nobody_listens() -> Iterator[None]:
     """Fail a test that leaves a receiver or a hook behind, then clean up."""
-    assert not instrument.installed(), "a previous test left the hooks installed"
+    assert not capture.installed(), "a previous test left the hooks installed"
     yield
-    leftovers = [s.name for s in ALL_SIGNALS if instrument._live_receivers(s)]
+    leftovers = [s.name for s in ALL_SIGNALS if capture._live_receivers(s)]
     for s in ALL_SIGNALS:
         s.receivers.clear()
         s._by_receiver.clear()
         s._by_sender.clear()
-    instrument.refresh()
+    capture.refresh()
     assert not leftovers, f"receivers left connected to {leftovers}"
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from rulechef_trace.instrument import _arguments, _binder
+from rulechef_trace._capture.wrappers import bind_all as _arguments
+from rulechef_trace._capture.wrappers import make_binder as _binder
 
 
 def plain(self: Any, rules: Any, dataset: Any = None, *, max_iterations: int = 3) -> None: ...

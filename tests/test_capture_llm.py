@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 
-from rulechef_trace import _capture_llm as llm
+from rulechef_trace._capture import llm
 from tests.openai_server import Reply, base_url, openai_server
 
 

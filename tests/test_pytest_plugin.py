@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from rulechef_trace import instrument, patch_decided
+from rulechef_trace import patch_decided
+from rulechef_trace._capture import install as capture
 from rulechef_trace.pytest_plugin import RuleTrace
 from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, make_chef
 
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
 
 HEADER = """
-from rulechef_trace import instrument
+from rulechef_trace._capture import install as capture
 from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, make_chef
 """
 
@@ -50,7 +51,7 @@ def test_fixture_records_a_run_and_offers_helpers(inner: pytest.Pytester) -> Non
         """
 def test_learn(rule_trace, tmp_path):
     chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK, FIX_ALL]))
-    assert instrument.installed()
+    assert capture.installed()
     chef.learn_rules(max_refinement_iterations=3)
     assert len(rule_trace.traces) == 1
     assert sorted(rule_trace.last.final_rules) == sorted(r.id for r in chef.dataset.rules)
@@ -63,7 +64,7 @@ def test_learn(rule_trace, tmp_path):
     assert rule_trace.last.final_metrics["f1"] == 1.0
 
 def test_hooks_are_gone_after_the_previous_test():
-    assert not instrument.installed()
+    assert not capture.installed()
 """,
     )
     result.assert_outcomes(passed=2)
@@ -119,7 +120,7 @@ def test_fails(rule_trace, tmp_path):
     assert rule_trace.patches(accepted=True), "no patch was accepted"
 
 def test_after_failure_nothing_is_left():
-    assert not instrument.installed()
+    assert not capture.installed()
 """,
     )
     result.assert_outcomes(failed=1, passed=1)
@@ -137,9 +138,9 @@ def test_runs_outside_rule_trace_are_not_recorded(inner: pytest.Pytester) -> Non
         inner,
         """
 def test_no_fixture(tmp_path):
-    assert not instrument.installed()
+    assert not capture.installed()
     make_chef(tmp_path, ScriptedLLM()).learn_rules(max_refinement_iterations=1)
-    assert not instrument.installed()
+    assert not capture.installed()
 """,
     )
     result.assert_outcomes(passed=1)
@@ -175,16 +176,16 @@ def test_stop_detaches_and_keeps_the_traces(tmp_path: Any) -> None:
     make_chef(tmp_path, ScriptedLLM()).learn_rules(max_refinement_iterations=1)
     recorder.stop()
     recorder.stop()
-    assert not instrument.installed()
+    assert not capture.installed()
     assert len(recorder.traces) == 1
 
 
 def test_importing_the_plugin_installs_no_hook() -> None:
     code = (
         "import rulechef_trace.pytest_plugin\n"
-        "from rulechef_trace import instrument\n"
-        "assert not instrument.installed()\n"
-        "assert not instrument._live_receivers(instrument.sig.finalized)\n"
+        "from rulechef_trace._capture import install as capture\n"
+        "assert not capture.installed()\n"
+        "assert not capture._live_receivers(capture.sig.finalized)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr

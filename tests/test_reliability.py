@@ -23,7 +23,6 @@ from rulechef.learner import RuleLearner
 from rulechef_trace import (
     ALL_SIGNALS,
     TraceRecorder,
-    instrument,
     load_trace,
     patch_decided,
     record_trace,
@@ -31,6 +30,8 @@ from rulechef_trace import (
     run_started,
     validate,
 )
+from rulechef_trace._capture import install as capture
+from rulechef_trace._capture import state as capture_state
 from rulechef_trace.recorder import write_atomic
 from tests.conftest import story
 from tests.scripted import (
@@ -342,7 +343,7 @@ def test_hooks_go_when_the_only_receiver_is_garbage_collected_mid_session(tmp_pa
     listener = Listener()
     run_started.connect(listener.on_start)  # weak: a bound method
     chef.learn_rules(max_refinement_iterations=1)
-    assert listener.seen == 1 and instrument.installed()
+    assert listener.seen == 1 and capture.installed()
     del listener
     gc.collect()
     assert_rulechef_as_shipped(chef)
@@ -454,7 +455,7 @@ def test_missing_or_changed_rulechef_methods_warn_once_and_the_rest_is_traced(
 
     monkeypatch.setattr(RuleLearner, "_log_patch_decision", changed)  # new signature
     monkeypatch.delattr(RuleChef, "rank_rules")  # gone
-    monkeypatch.setattr(instrument, "_warned", set())
+    monkeypatch.setattr(capture_state, "_warned", set())
     chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK, FIX_ALL]))
     with caplog.at_level(logging.WARNING, logger="rulechef_trace"):
         with record_trace(chef, write=False) as first:
@@ -603,7 +604,7 @@ def test_an_unhashable_weak_receiver_takes_the_hooks_with_it_when_collected():
 
     listener = Listener()
     run_started.connect(listener.on_start)
-    assert instrument.installed()
+    assert capture.installed()
     del listener
     gc.collect()
-    assert not instrument.installed()
+    assert not capture.installed()

@@ -11,7 +11,10 @@ from rulechef.learner import RuleLearner
 from rulechef.pipeline import LearningPipeline
 
 import rulechef_trace
-from rulechef_trace import instrument, patch_decided, record_trace, run_started, synthesized
+from rulechef_trace import patch_decided, record_trace, run_started, synthesized
+from rulechef_trace._capture import install as capture
+from rulechef_trace._capture.rulechef02 import refine as capture_refine
+from rulechef_trace._capture.rulechef02.hooks import HOOKS
 from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, make_chef
 
 ORIGINALS = {
@@ -42,14 +45,14 @@ def assert_rulechef_as_shipped(chef: Any = None) -> None:
         func = original.__func__ if isinstance(original, staticmethod) else original
         # Structural too: ORIGINALS is read after rulechef_trace was imported.
         assert func.__module__.startswith("rulechef.") and not hasattr(func, "__wrapped__")
-    assert not instrument.installed()
+    assert not capture.installed()
     if chef is not None:
         for name in ("guide_refinement", "audit_rules", "critique_rules"):
             assert name not in vars(chef.coordinator), f"coordinator.{name} left patched"
 
 
 def test_every_hooked_method_is_in_the_identity_check():
-    hooked = {(h.owner.split(":")[1], h.name) for h in instrument.HOOKS}
+    hooked = {(h.owner.split(":")[1], h.name) for h in HOOKS}
     checked = {(cls.__name__, name) for cls, name in ORIGINALS}
     assert hooked <= checked
 
@@ -69,7 +72,7 @@ def test_an_untraced_run_runs_the_original_functions(tmp_path):
 def test_hooks_exist_only_while_somebody_listens(tmp_path):
     chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]), "agentic")
     with record_trace(chef):
-        assert instrument.installed()
+        assert capture.installed()
         assert LearningPipeline.__dict__["run"] is not ORIGINALS[(LearningPipeline, "run")]
         chef.learn_rules(max_refinement_iterations=2)
     assert_rulechef_as_shipped(chef)
@@ -113,7 +116,7 @@ def test_a_weakly_connected_receiver_keeps_hooks_only_while_alive(tmp_path):
         pass
 
     run_started.connect(on_start)
-    assert instrument.installed()
+    assert capture.installed()
     del on_start
     import gc
 
@@ -129,7 +132,7 @@ def test_a_receiver_disconnected_from_its_only_sender_uninstalls(tmp_path):
         received.append(event["seq"])
 
     synthesized.connect(on_synth, sender=chef, weak=False)
-    assert instrument.installed()
+    assert capture.installed()
     synthesized.disconnect(on_synth, sender=chef)
     chef.learn_rules(max_refinement_iterations=1)
     assert received == []
@@ -189,7 +192,7 @@ def test_a_failing_hook_is_logged_and_the_run_goes_on(tmp_path, monkeypatch, cap
     def broken(*args: Any) -> None:
         raise ZeroDivisionError("hook bug")
 
-    monkeypatch.setattr(instrument, "explain_name_merge", broken)
+    monkeypatch.setattr(capture_refine, "explain_name_merge", broken)
     untraced = make_chef(tmp_path / "a", ScriptedLLM(patch=[BREAK, FIX_ALL]))
     expected = untraced.learn_rules(max_refinement_iterations=3)
     chef = make_chef(tmp_path / "b", ScriptedLLM(patch=[BREAK, FIX_ALL]))

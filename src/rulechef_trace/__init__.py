@@ -4,7 +4,7 @@ Connect a receiver to any signal below (plain blinker ``connect``) or use
 :func:`record_trace`; while nobody listens, rulechef runs exactly as shipped.
 """
 
-from rulechef_trace import instrument as _instrument  # noqa: F401  (wires the hooks)
+from rulechef_trace import _capture  # noqa: F401  (wires the hooks to the signals)
 from rulechef_trace.recorder import TraceRecorder, record_trace
 from rulechef_trace.render import print_trace, render_trace
 from rulechef_trace.signals import (

@@ -1,0 +1,221 @@
+"""Install and uninstall: the hooks exist exactly while somebody listens.
+
+Connecting the first receiver to any rulechef_trace signal replaces the
+methods of the hook table on their classes; when the last receiver goes (or
+is garbage-collected), the exact original objects are put back, so an
+unobserved rulechef is the shipped one, tested by identity.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from blinker import NamedSignal
+
+from rulechef_trace import signals as sig
+from rulechef_trace._capture.rulechef02 import SUPPORTED, rulechef_version, supported
+from rulechef_trace._capture.state import warn_once
+from rulechef_trace._capture.wrappers import ABSENT, Hook, retire_all, signature_of
+
+_lock = threading.RLock()
+
+
+# (class, name) -> the exact object found in the class __dict__ (or ABSENT)
+_originals: dict[tuple[type, str], Any] = {}
+
+
+# (class, name) -> the object we set there
+_installed: dict[tuple[type, str], Any] = {}
+
+
+def _hook_table() -> tuple[Hook, ...]:
+    """The hooks for the installed rulechef (imported late: the table imports this module)."""
+    from rulechef_trace._capture.rulechef02.hooks import HOOKS
+
+    return HOOKS
+
+
+def installed() -> bool:
+    """Tell whether rulechef's methods are currently wrapped."""
+    return bool(_originals)
+
+
+def _resolve(hook: Hook) -> tuple[type, Any] | None:
+    """Find the hooked class and method, or None when this rulechef lacks them."""
+    module_name, class_name = hook.owner.split(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        method = inspect.getattr_static(cls, hook.name)
+    except (ImportError, AttributeError):
+        return None
+    func = method.__func__ if isinstance(method, staticmethod) else method
+    if not callable(func):
+        return None
+    try:
+        names = set(signature_of(func).parameters)
+    except (TypeError, ValueError):
+        return None
+    if not set(hook.params) <= names:
+        return None
+    return cls, method
+
+
+# Wrappers are recognised by identity (functools.wraps copies attributes, so a
+# marker attribute would also tag other libraries' wrappers of ours).
+_ours: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _install() -> None:
+    version = rulechef_version()
+    if not supported(version):
+        warn_once(
+            ("version", str(version)),
+            "rulechef_trace: rulechef %s is outside the tested range %s; hooks whose "
+            "methods moved are skipped, and their events will be missing",
+            version,
+            SUPPORTED,
+        )
+    missing = []
+    for hook in _hook_table():
+        found = _resolve(hook)
+        if found is None:
+            missing.append(hook)
+            continue
+        cls, method = found
+        key = (cls, hook.name)
+        if key not in _originals:
+            _install_one(cls, hook, method)
+    if missing:
+        _warn_missing(missing)
+
+
+def _install_one(cls: type, hook: Hook, method: Any) -> None:
+    is_static = isinstance(method, staticmethod)
+    func = method.__func__ if is_static else method
+    original = cls.__dict__.get(hook.name, ABSENT)
+    if func in _ours:
+        # A wrapper of ours that another patch put back after we left: unwrap, never nest.
+        func = _ours[func]
+        original = staticmethod(func) if is_static else func
+    wrapper = hook.wrap(func)
+    _ours[wrapper] = func
+    replacement = staticmethod(wrapper) if is_static else wrapper
+    _originals[(cls, hook.name)] = original
+    _installed[(cls, hook.name)] = replacement
+    setattr(cls, hook.name, replacement)
+
+
+def _warn_missing(missing: list[Hook]) -> None:
+    warn_once(
+        tuple(f"{h.owner}.{h.name}" for h in missing),
+        "rulechef_trace: rulechef %s lacks (or changed) %s; these events will be missing: %s. "
+        "Everything else is traced.",
+        rulechef_version(),
+        ", ".join(h.owner.split(":")[1] + "." + h.name for h in missing),
+        "; ".join(h.feeds for h in missing),
+    )
+
+
+def _uninstall() -> None:
+    # Every wrapper made so far turns inert, also one another patch keeps alive.
+    retire_all()
+    for (cls, name), original in _originals.items():
+        if cls.__dict__.get(name) is not _installed[(cls, name)]:
+            # Somebody patched over our wrapper; removing theirs would break them.
+            warn_once(
+                ("foreign", cls.__qualname__, name),
+                "rulechef_trace: %s.%s was patched again while traced; leaving that patch "
+                "in place (our wrapper inside it passes calls straight through)",
+                cls.__qualname__,
+                name,
+            )
+            continue
+        if original is ABSENT:
+            delattr(cls, name)
+        else:
+            setattr(cls, name, original)
+    _originals.clear()
+    _installed.clear()
+
+
+def _live_receivers(signal: NamedSignal) -> int:
+    """Count receivers that would still be called for some sender."""
+    count = 0
+    by_receiver = getattr(signal, "_by_receiver", None)
+    for receiver_id, receiver in list(signal.receivers.items()):
+        if isinstance(receiver, weakref.ref) and receiver() is None:
+            continue
+        # blinker keeps a receiver disconnected from its only sender in
+        # ``receivers``; it will never be called, so it does not count.
+        if by_receiver is not None and not by_receiver.get(receiver_id):
+            continue
+        count += 1
+    return count
+
+
+def wanted() -> bool:
+    """Whether anybody listens; uninstalls lazily when receivers vanished silently."""
+    if any(_live_receivers(s) for s in sig.ALL_SIGNALS):
+        return True
+    refresh()
+    return False
+
+
+def refresh() -> None:
+    """Install or remove the hooks so they exist exactly while somebody listens.
+
+    Called automatically whenever a receiver connects to or disconnects from a
+    rulechef_trace signal, and when a weakly held receiver is collected.
+    """
+    with _lock:
+        listening = any(_live_receivers(s) for s in sig.ALL_SIGNALS)
+        if listening and not _originals:
+            _install()
+        elif not listening and _originals:
+            _uninstall()
+
+
+def _on_connected(signal: NamedSignal, **kwargs: Any) -> None:
+    receiver = kwargs.get("receiver")
+    if kwargs.get("weak", True) and receiver is not None:
+        _watch(getattr(receiver, "__self__", receiver))
+    refresh()
+
+
+# id(receiver or its owner) -> its finalizer; ids, since receivers need not be hashable.
+_watched: dict[int, Any] = {}
+
+
+def _watch(target: Any) -> None:
+    """Refresh when a weakly held receiver is collected: blinker tells nobody."""
+    key = id(target)
+    known = _watched.get(key)
+    if known is not None and known.alive:
+        return
+    try:
+        finalizer = weakref.finalize(target, _collected, key)
+    except TypeError:
+        return  # not weakly referenceable: blinker holds it strongly anyway
+    finalizer.atexit = False
+    _watched[key] = finalizer
+
+
+def _collected(key: int) -> None:
+    _watched.pop(key, None)
+    refresh()
+
+
+def _on_disconnected(signal: NamedSignal, **kwargs: Any) -> None:
+    refresh()
+
+
+for _signal in sig.ALL_SIGNALS:
+    _signal.receiver_connected.connect(_on_connected, weak=False)
+    _signal.receiver_disconnected.connect(_on_disconnected, weak=False)

@@ -1,0 +1,124 @@
+"""The hook table for rulechef 0.2.x: which rulechef method feeds which event."""
+
+from __future__ import annotations
+
+from rulechef_trace._capture.rulechef02.audit import (
+    after_final_audit,
+    after_mid_audit,
+    before_audit,
+    capture_eval,
+)
+from rulechef_trace._capture.rulechef02.refine import (
+    after_merge_patch,
+    after_patch,
+    before_patch,
+    on_patch_decision,
+    wrap_evaluate_and_refine,
+)
+from rulechef_trace._capture.rulechef02.runs import wrap_rank_rules, wrap_run
+from rulechef_trace._capture.rulechef02.synthesis import (
+    after_incremental_merge,
+    after_synthesis,
+    before_synthesis,
+    mark_mode,
+)
+from rulechef_trace._capture.wrappers import Hook, around
+
+_PIPELINE = "rulechef.pipeline:LearningPipeline"
+
+
+_LEARNER = "rulechef.learner:RuleLearner"
+
+
+_CHEF = "rulechef.engine:RuleChef"
+
+
+#: Which rulechef method feeds which signal.
+HOOKS: tuple[Hook, ...] = (
+    Hook(_PIPELINE, "run", wrap_run, (), "every learning-run event"),
+    Hook(
+        _PIPELINE,
+        "_synthesize",
+        around("synthesized", before=before_synthesis, after=after_synthesis),
+        ("incremental_only",),
+        "synthesized",
+    ),
+    Hook(
+        _PIPELINE,
+        "_merge_rules",
+        around("synthesized", after=after_incremental_merge),
+        ("existing", "patches", "deleted_names"),
+        "synthesized (incremental), pruned (weak_rules)",
+    ),
+    Hook(
+        _PIPELINE,
+        "_audit_rules",
+        around("audit_applied", before=before_audit("final_audit"), after=after_final_audit),
+        ("rules", "eval_result"),
+        "audit_applied (final)",
+    ),
+    Hook(
+        _LEARNER,
+        "synthesize_ruleset",
+        around("synthesized", before=mark_mode("bulk")),
+        (),
+        "synthesized mode",
+    ),
+    Hook(
+        _LEARNER,
+        "synthesize_ruleset_per_class",
+        around("synthesized", before=mark_mode("per_class")),
+        (),
+        "synthesized mode",
+    ),
+    Hook(
+        _LEARNER,
+        "evaluate_and_refine",
+        wrap_evaluate_and_refine,
+        ("iteration_callback", "max_iterations"),
+        "iteration_evaluated, refined",
+    ),
+    Hook(
+        _LEARNER,
+        "synthesize_patch_ruleset",
+        around("patch_decided", before=before_patch, after=after_patch),
+        ("failures", "class_metrics"),
+        "patch_decided (empty patches, failure summaries)",
+    ),
+    Hook(
+        _LEARNER,
+        "_merge_patch",
+        around("patch_decided", after=after_merge_patch),
+        ("existing", "patches", "deleted_names"),
+        "patch_decided rule changes",
+    ),
+    Hook(
+        _LEARNER,
+        "_log_patch_decision",
+        around("patch_decided", after=on_patch_decision),
+        ("iteration", "prev_eval", "candidate_eval", "accepted", "on_dev", "deleted_names"),
+        "patch_decided",
+    ),
+    Hook(
+        _LEARNER,
+        "_run_mid_refinement_audit",
+        around("audit_applied", before=before_audit("mid_audit"), after=after_mid_audit),
+        ("rules", "eval_result"),
+        "audit_applied (mid_refinement)",
+    ),
+    Hook(
+        _LEARNER,
+        "_evaluate_rules",
+        around("audit_applied", after=capture_eval("mid_audit"), bind=False),
+        (),
+        "mid-refinement audit metrics",
+    ),
+    Hook(
+        _CHEF,
+        "evaluate",
+        around("audit_applied", after=capture_eval("final_audit"), bind=False),
+        (),
+        "final audit metrics",
+    ),
+    Hook(_CHEF, "rank_rules", wrap_rank_rules, ("prune",), "rank_rules(prune=True) traces"),
+)

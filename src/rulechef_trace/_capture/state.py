@@ -1,0 +1,182 @@
+"""The state of a traced run and the one way events leave it.
+
+A :class:`RunState` lives in a ``ContextVar`` for the duration of one run, so
+runs in two threads (or two asyncio tasks) never see each other's state.
+:func:`emit` numbers an event and sends it; :func:`emit_change` also works
+out what it did to the working rule set. :func:`guard` is the fence around
+every piece of the package's own bookkeeping: it logs and counts a fault and
+never lets it reach the user's run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from blinker import NamedSignal
+
+from rulechef_trace import signals as sig
+
+logger = logging.getLogger("rulechef_trace")
+
+
+# ---------------------------------------------------------------------------
+# Per-run state
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """What the hooks know about one run in progress (one per thread/context)."""
+
+    chef: Any
+    kind: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started: float = field(default_factory=time.perf_counter)
+    started_at: str = field(default_factory=lambda: utc_now())
+    working: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+    seq: int = 0
+    status: str = "completed"
+    phase: str = "setup"
+    synth_called: bool = False
+    synth_mode: str | None = None
+    iteration: int = 0
+    max_iterations: int = 0
+    stop_hint: str | None = None
+    #: Metrics, never rulechef ``EvalResult`` objects: those hold every failing
+    #: document, and keeping them would make a run's memory grow with its data.
+    last_select: dict[str, Any] | None = None
+    failures: dict[str, Any] | None = None
+    pending_patch: dict[str, Any] | None = None
+    pending_audit: Any = None
+    phase_evals: list[dict[str, Any] | None] = field(default_factory=list)
+    snapshots: list[tuple[frozenset[str], int, int]] = field(default_factory=list)
+    hook_errors: int = 0
+    receiver_errors: int = 0
+    result: Any = None
+    baseline_pending: bool = False
+    loaded: list[str] = field(default_factory=list)
+
+
+#: The run in progress in this context (``None`` outside traced runs).
+run_var: ContextVar[RunState | None] = ContextVar("rulechef_trace_run", default=None)
+
+
+def current_run() -> RunState | None:
+    """Return the state of the run in progress in this context, if it is traced."""
+    return run_var.get()
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def unique(ids: Iterable[str]) -> list[str]:
+    # rulechef can hold a rule twice; the trace treats rule sets as sets.
+    return list(dict.fromkeys(ids))
+
+
+def remember(state: RunState, rules: Iterable[Any]) -> None:
+    for r in rules:
+        state.names.setdefault(r.id, r.name)
+
+
+# ---------------------------------------------------------------------------
+# Emitting
+# ---------------------------------------------------------------------------
+
+
+def emit(state: RunState, signal: NamedSignal, fields: dict[str, Any]) -> None:
+    """Number the event and send it to the receivers of this chef."""
+    state.seq += 1
+    if not signal.receivers:
+        return
+    payload = {
+        "type": signal.name,  # a receiver of ALL_SIGNALS can tell which signal fired
+        "run_id": state.run_id,
+        "seq": state.seq,
+        "t": round(time.perf_counter() - state.started, 6),
+        **fields,
+    }
+    state.receiver_errors += sig.send_safely(signal, state.chef, payload)
+
+
+def emit_change(
+    state: RunState, signal: NamedSignal, after: list[str], fields: dict[str, Any]
+) -> None:
+    """Emit an event that moves the working rule set to ``after``."""
+    after = unique(after)
+    before = set(state.working)
+    after_set = set(after)
+    added = [rid for rid in after if rid not in before]
+    removed = [rid for rid in state.working if rid not in after_set]
+    state.working = list(after)
+    fields = {
+        **fields,
+        "added": added,
+        "removed": removed,
+        "rules_after": list(after),
+        "rule_names": names_for(state, added, fields),
+    }
+    emit(state, signal, fields)
+    state.snapshots.append((frozenset(after), state.seq, state.iteration))
+
+
+def names_for(state: RunState, added: list[str], fields: dict[str, Any]) -> dict[str, str]:
+    """Names of every known rule id an event mentions (added, proposed, merged...)."""
+    found = {rid: state.names[rid] for rid in added if rid in state.names}
+    stack: list[Any] = list(fields.values())
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if value in state.names:
+                found.setdefault(value, state.names[value])
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return found
+
+
+def guard(state: RunState | None, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run the package's own bookkeeping; log and count its errors, never raise."""
+    try:
+        return fn(*args)
+    except Exception:
+        if state is not None:
+            state.hook_errors += 1
+        if sig.is_strict():
+            raise
+        logger.exception("rulechef_trace: hook %s failed; the run goes on untouched", what)
+        return None
+
+
+# ---------------------------------------------------------------------------
+def describe_error(error: BaseException | None) -> dict[str, str] | None:
+    if error is None:
+        return None
+    kind = type(error)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return {"type": name, "message": str(error)[:500]}
+
+
+_warned: set[tuple[str, ...]] = set()
+
+
+def warn_once(key: tuple[str, ...], message: str, *args: Any) -> None:
+    """Log ``message`` as a warning the first time ``key`` is seen in this process."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    logger.warning(message, *args)

@@ -1,0 +1,141 @@
+"""The wrapper factory: bookkeeping around an untouched call of a rulechef method.
+
+Every wrapper calls the original exactly once with the caller's arguments; its
+exceptions propagate unchanged. A wrapper remembers the *generation* it was
+made in: :func:`retire_all` (called on uninstall) bumps the generation, so a
+wrapper that another library's patch keeps alive passes calls straight through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rulechef_trace._capture.state import RunState, guard, run_var
+
+#: Marks "the class had no attribute of that name" where ``None`` would be a value.
+ABSENT: Any = object()
+
+_generation = 0
+
+
+def generation() -> int:
+    """The current wrapper generation; a wrapper made in an older one is inert."""
+    return _generation
+
+
+def retire_all() -> None:
+    """Make every wrapper made so far pass calls straight through."""
+    global _generation
+    _generation += 1
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One rulechef method replaced while somebody listens."""
+
+    owner: str  #: "module:Class" in rulechef
+    name: str
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+    params: tuple[str, ...]  #: parameters the wrapper relies on
+    feeds: str  #: what the reader of a trace misses without it
+
+
+Before = Callable[[RunState, dict[str, Any]], Any]
+After = Callable[[RunState, dict[str, Any], Any, Any], None]
+
+
+def around(
+    what: str, *, before: Before | None = None, after: After | None = None, bind: bool = True
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Make a wrapper that runs bookkeeping around an untouched call of the original.
+
+    The bookkeeping sees the call's arguments by name (``self`` included) and,
+    after the call, its result; it runs only inside a traced run and only
+    under :func:`guard`. The original is called exactly once with exactly
+    the caller's arguments, and its exceptions propagate unchanged. With
+    ``bind=False`` the bookkeeping gets no arguments (for hot, argument-blind hooks).
+    """
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        binder = make_binder(signature_of(original))
+        born = _generation
+
+        @functools.wraps(original)
+        def hooked(*args: Any, **kwargs: Any) -> Any:
+            state = run_var.get()
+            if state is None or born != _generation:
+                return original(*args, **kwargs)
+            arguments = (guard(state, what, binder, args, kwargs) or {}) if bind else {}
+            context = guard(state, what, before, state, arguments) if before else None
+            result = original(*args, **kwargs)
+            if after is not None:
+                guard(state, what, after, state, arguments, result, context)
+            return result
+
+        return hooked
+
+    return wrap
+
+
+def bind_all(
+    signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+# Every record_trace() installs the hooks anew; rulechef's functions do not change
+# between installs, so their signatures are worked out once.
+_signatures: weakref.WeakKeyDictionary[Callable[..., Any], inspect.Signature] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def signature_of(func: Callable[..., Any]) -> inspect.Signature:
+    """Return ``inspect.signature(func)``, computed once per function object."""
+    try:
+        return _signatures[func]
+    except (KeyError, TypeError):
+        signature = inspect.signature(func)
+    with contextlib.suppress(TypeError):  # not weakly referable: not cached
+        _signatures[func] = signature
+    return signature
+
+
+_PLAIN_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def make_binder(
+    signature: inspect.Signature,
+) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+    """Precompute how a call's arguments map to names (what ``bind`` + defaults give).
+
+    ``Signature.bind`` costs tens of microseconds a call; hooked methods are
+    called dozens of times a run, so the names, positions and defaults are
+    worked out once per wrapper. Signatures with ``*args``/``**kwargs`` or
+    positional-only parameters, and calls with more positional arguments than
+    names, take the full ``bind``.
+    """
+    params = list(signature.parameters.values())
+    if not all(p.kind in _PLAIN_KINDS for p in params):
+        return functools.partial(bind_all, signature)
+    positional = tuple(p.name for p in params if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    names = frozenset(p.name for p in params)
+
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        if len(args) > len(positional) or not names.issuperset(kwargs):
+            return bind_all(signature, args, kwargs)
+        arguments = dict(defaults)
+        arguments.update(zip(positional, args, strict=False))
+        arguments.update(kwargs)
+        return arguments
+
+    return bind
