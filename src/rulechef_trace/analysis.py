@@ -463,7 +463,14 @@ _NOTES: dict[str, Callable[[Trace, str, Mapping[str, Any]], tuple[str, str] | No
 
 # Event types that say nothing about a rule beyond their added/removed lists
 # (every event type is either here or in _NOTES; a test checks it).
-_NOT_NOTED = ("run_started", "synthesized", "iteration_evaluated", "guided", "finalized")
+_NOT_NOTED = (
+    "run_started",
+    "llm_called",
+    "synthesized",
+    "iteration_evaluated",
+    "guided",
+    "finalized",
+)
 
 
 # ---------------------------------------------------------------------------

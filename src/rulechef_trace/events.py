@@ -14,7 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypedDict
 
-__all__ = ["CATALOGUE", "EVENT_TYPES", "RULE_MOVES", "EventType", "Header", "by_name"]
+__all__ = [
+    "CATALOGUE",
+    "EVENT_TYPES",
+    "RULE_MOVES",
+    "STEP_SIGNALS",
+    "EventType",
+    "Header",
+    "by_name",
+]
 
 #: The keys of every event that changes the working rule set.
 RULE_MOVES = ("added", "removed", "rules_after")
@@ -61,6 +69,14 @@ CATALOGUE: tuple[EventType, ...] = (
         "kind",
         "started_at",
         "rules",
+    ),
+    _still(
+        "llm_called",
+        "rulechef made one LLM call: step, model, tokens, latency, status; never content.",
+        "step",
+        "status",
+        "duration_s",
+        "usage",
     ),
     _moving(
         "synthesized",
@@ -118,6 +134,15 @@ CATALOGUE: tuple[EventType, ...] = (
         "rules",
         "duration_s",
     ),
+)
+
+#: Signals sent while a run goes but never recorded in a trace: a step's start
+#: and end, so a live consumer (the OpenTelemetry bridge, the live view) can
+#: hold a span or a status line open for exactly as long as the step runs.
+#: Their payload: the header plus ``step``, ``iteration``, ``label`` and ``stage``.
+STEP_SIGNALS: tuple[tuple[str, str], ...] = (
+    ("step_started", "A step of the run (synthesis, a patch, an audit...) began."),
+    ("step_ended", "The step begun by the last unmatched step_started ended."),
 )
 
 #: The event types' names, in emit order.

@@ -712,8 +712,19 @@ def _d_finalized(t: Trace, e: Mapping[str, Any]) -> str:
     return f"finalized: {e.get('status')}, {len(e.get('rules') or [])} rules{suffix}"
 
 
+def _d_llm_called(t: Trace, e: Mapping[str, Any]) -> str:
+    usage = e.get("usage") or {}
+    tokens = f"{usage.get('input_tokens')} in / {usage.get('output_tokens')} out tokens"
+    took = f"{e.get('duration_s', 0):.2f}s"
+    if e.get("status") == "error":
+        error = e.get("error") or {}
+        return f"LLM call for {e.get('step')} failed after {took}: {error.get('type')}"
+    return f"LLM call for {e.get('step')}: {e.get('model')}, {took}, {tokens}"
+
+
 _DESCRIBE: dict[str, Callable[[Trace, Mapping[str, Any]], str]] = {
     "run_started": _d_run_started,
+    "llm_called": _d_llm_called,
     "synthesized": _d_synthesized,
     "iteration_evaluated": _d_iteration,
     "critiqued": _d_critiqued,

@@ -530,10 +530,43 @@ def _final_attributes(payload: Mapping[str, Any]) -> Attributes:
     }
 
 
+def _on_llm_called(
+    tracer: Tracer, run: _Run, kind: str, payload: Mapping[str, Any], at: int
+) -> None:
+    """One CLIENT span per LLM call, named ``chat {model}``, with GenAI attributes."""
+    _, parent = run.parent()
+    model = payload.get("model")
+    usage = payload.get("usage") or {}
+    reason = payload.get("finish_reason")
+    span = tracer.start_span(
+        f"chat {model}" if model else "chat",
+        context=parent,
+        kind=SpanKind.CLIENT,
+        attributes=_clean(
+            {
+                "openinference.span.kind": "LLM",
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": model,
+                "gen_ai.response.model": payload.get("response_model"),
+                "gen_ai.usage.input_tokens": usage.get("input_tokens"),
+                "gen_ai.usage.output_tokens": usage.get("output_tokens"),
+                "gen_ai.response.finish_reasons": [reason] if reason else None,
+                "rulechef.llm.step": payload.get("step"),
+                "rulechef.iteration": payload.get("iteration"),
+            }
+        ),
+        start_time=max(run.base_ns, at - _ns(payload.get("duration_s"))),
+    )
+    if payload.get("status") == "error":
+        _mark_failed(span, payload.get("error") or {}, at)
+    span.end(end_time=at)
+
+
 # Handled by the bridge itself: they open and close the run span.
 _LIFECYCLE = ("run_started", "finalized")
 
 _HANDLERS: dict[str, Handler] = {
+    "llm_called": _on_llm_called,
     "synthesized": _step_span("rulechef.synthesize", _synthesized_attributes),
     "patch_decided": _step_span("rulechef.patch", _patch_attributes),
     "audit_applied": _step_span("rulechef.audit", _audit_attributes),

@@ -149,8 +149,25 @@ class RuleTrace:
         return [e for t in self.traces for e in t.events if wanted is None or e["type"] == wanted]
 
     def story(self) -> list[str]:
-        """The event types of every recorded run, in order."""
-        return [str(e["type"]) for e in self.events()]
+        """The event types of every recorded run, in order, LLM calls left out.
+
+        ``llm_called`` events come between the rule story's steps, one per
+        call; :meth:`llm_calls` lists them.
+        """
+        return [str(e["type"]) for e in self.events() if e["type"] != "llm_called"]
+
+    def llm_calls(self, step: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """The ``llm_called`` events of every recorded run.
+
+        Args:
+            step: Only calls of this step (``"patch"``, ``"per_class"``...).
+            status: Only ``"ok"`` or only ``"error"`` calls.
+        """
+        return [
+            e
+            for e in self.events("llm_called")
+            if (step is None or e["step"] == step) and (status is None or e["status"] == status)
+        ]
 
     def patches(self, accepted: bool | None = None) -> list[dict[str, Any]]:
         """The ``patch_decided`` events of every recorded run.

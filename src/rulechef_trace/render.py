@@ -173,8 +173,26 @@ def _run_started(t: Trace, e: Mapping[str, Any]) -> list[str]:
     return [f"run started with {len(e.get('rules') or [])} rules"]
 
 
+def _llm_called(t: Trace, e: Mapping[str, Any]) -> list[str]:
+    # Calls that worked are summed on their step's line; a failed one gets its own.
+    if e.get("status") != "error":
+        return []
+    error = e.get("error") or {}
+    where = ", ".join(
+        part
+        for part in (
+            str(e.get("step")),
+            f"iteration {e['iteration']}" if isinstance(e.get("iteration"), int) else "",
+            f"class {e['label']}" if e.get("label") else "",
+        )
+        if part
+    )
+    return [f"LLM call FAILED ({where}): {error.get('type')}: {error.get('message')}"]
+
+
 _RENDERERS: dict[str, Callable[[Trace, Mapping[str, Any]], list[str]]] = {
     "run_started": _run_started,
+    "llm_called": _llm_called,
     "synthesized": _synthesized,
     "iteration_evaluated": _iteration,
     "critiqued": _critiqued,

@@ -29,9 +29,11 @@ from typing import Any
 from blinker import ANY, NamedSignal, Namespace
 
 from rulechef_trace.events import CATALOGUE
+from rulechef_trace.events import STEP_SIGNALS as _STEP_DECLARED
 
 __all__ = [
     "ALL_SIGNALS",
+    "STEP_SIGNALS",
     "Subscription",
     "audit_applied",
     "critiqued",
@@ -39,12 +41,15 @@ __all__ = [
     "guided",
     "is_strict",
     "iteration_evaluated",
+    "llm_called",
     "namespace",
     "patch_decided",
     "pruned",
     "refined",
     "run_started",
     "send_safely",
+    "step_ended",
+    "step_started",
     "strict_mode",
     "synthesized",
 ]
@@ -56,8 +61,16 @@ namespace = Namespace()
 #: Every signal of the package, in the order a run emits them first (events.CATALOGUE).
 ALL_SIGNALS: tuple[NamedSignal, ...] = tuple(namespace.signal(e.name, doc=e.doc) for e in CATALOGUE)
 
+#: The live-only step signals (events.STEP_SIGNALS): sent, never recorded.
+STEP_SIGNALS: tuple[NamedSignal, ...] = tuple(
+    namespace.signal(name, doc=doc) for name, doc in _STEP_DECLARED
+)
+
 # The public names; ``namespace.signal`` returns the signal made above.
 run_started = namespace.signal("run_started")
+llm_called = namespace.signal("llm_called")
+step_started = namespace.signal("step_started")
+step_ended = namespace.signal("step_ended")
 synthesized = namespace.signal("synthesized")
 iteration_evaluated = namespace.signal("iteration_evaluated")
 critiqued = namespace.signal("critiqued")

@@ -22,6 +22,9 @@ from rulechef_trace._capture.rulechef02 import SUPPORTED, rulechef_version, supp
 from rulechef_trace._capture.state import warn_once
 from rulechef_trace._capture.wrappers import ABSENT, Hook, retire_all, signature_of
 
+#: Connecting to any of these installs the hooks: the trace events and the step signals.
+_WATCHED = (*sig.ALL_SIGNALS, *sig.STEP_SIGNALS)
+
 _lock = threading.RLock()
 
 
@@ -162,7 +165,7 @@ def _live_receivers(signal: NamedSignal) -> int:
 
 def wanted() -> bool:
     """Whether anybody listens; uninstalls lazily when receivers vanished silently."""
-    if any(_live_receivers(s) for s in sig.ALL_SIGNALS):
+    if any(_live_receivers(s) for s in _WATCHED):
         return True
     refresh()
     return False
@@ -175,7 +178,7 @@ def refresh() -> None:
     rulechef_trace signal, and when a weakly held receiver is collected.
     """
     with _lock:
-        listening = any(_live_receivers(s) for s in sig.ALL_SIGNALS)
+        listening = any(_live_receivers(s) for s in _WATCHED)
         if listening and not _originals:
             _install()
         elif not listening and _originals:
@@ -216,6 +219,6 @@ def _on_disconnected(signal: NamedSignal, **kwargs: Any) -> None:
     refresh()
 
 
-for _signal in sig.ALL_SIGNALS:
+for _signal in _WATCHED:
     _signal.receiver_connected.connect(_on_connected, weak=False)
     _signal.receiver_disconnected.connect(_on_disconnected, weak=False)

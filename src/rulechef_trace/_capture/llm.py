@@ -74,11 +74,37 @@ class StepContext:
     iteration: int | None = None
     label: str | None = None
     stage: str | None = None
+    #: The calls made in this step so far, in order.
+    calls: list[LLMCall] = field(default_factory=list)
 
 
 _current: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
     "rulechef_trace_llm_step", default=None
 )
+
+
+def enter_step(
+    sink: Callable[[LLMCall], None],
+    step: str = "other",
+    *,
+    iteration: int | None = None,
+    label: str | None = None,
+    stage: str | None = None,
+) -> tuple[StepContext, contextvars.Token[StepContext | None]]:
+    """Make ``step`` current in this context; undo with :func:`exit_step` and the token.
+
+    Raises:
+        ValueError: ``step`` is not one of :data:`STEPS`.
+    """
+    if step not in STEPS:
+        raise ValueError(f"unknown LLM step {step!r}; expected one of {', '.join(STEPS)}")
+    ctx = StepContext(sink, step, iteration, label, stage)
+    return ctx, _current.set(ctx)
+
+
+def exit_step(token: contextvars.Token[StepContext | None]) -> None:
+    """Restore the step that was current before :func:`enter_step`."""
+    _current.reset(token)
 
 
 @contextlib.contextmanager
@@ -91,14 +117,11 @@ def step_context(
     stage: str | None = None,
 ) -> Iterator[StepContext]:
     """Attribute the calls made inside the block to ``step`` of the run behind ``sink``."""
-    if step not in STEPS:
-        raise ValueError(f"unknown LLM step {step!r}; expected one of {', '.join(STEPS)}")
-    ctx = StepContext(sink, step, iteration, label, stage)
-    token = _current.set(ctx)
+    ctx, token = enter_step(sink, step, iteration=iteration, label=label, stage=stage)
     try:
         yield ctx
     finally:
-        _current.reset(token)
+        exit_step(token)
 
 
 def current_step() -> StepContext | None:
@@ -109,7 +132,9 @@ def current_step() -> StepContext | None:
 # --- installing on clients -------------------------------------------------------------
 
 _lock = threading.Lock()
-_installed: dict[int, tuple[Any, int]] = {}  # id(completions resource) -> (resource, refcount)
+# id(completions resource) -> (resource, refcount, its own "create" attribute or _NONE)
+_installed: dict[int, tuple[Any, int, Any]] = {}
+_NONE = object()
 _warned: set[type] = set()
 
 
@@ -138,14 +163,17 @@ def install(client: Any) -> bool:
     with _lock:
         entry = _installed.get(id(resource))
         if entry is not None and entry[0] is resource:
-            _installed[id(resource)] = (resource, entry[1] + 1)
+            _installed[id(resource)] = (resource, entry[1] + 1, entry[2])
             return True
+        # A client may hold its own ``create`` (a test double, another library's
+        # patch): it is kept and put back, never deleted.
+        own = getattr(resource, "__dict__", {}).get("create", _NONE)
         try:
             resource.create = _wrap(original)
         except Exception:  # frozen, slotted or proxy objects
             _warn_once(client, "its completions resource does not accept an attribute")
             return False
-        _installed[id(resource)] = (resource, 1)
+        _installed[id(resource)] = (resource, 1, own)
     return True
 
 
@@ -157,11 +185,14 @@ def uninstall(client: Any) -> None:
         if entry is None or entry[0] is not resource:
             return
         if entry[1] > 1:
-            _installed[id(resource)] = (resource, entry[1] - 1)
+            _installed[id(resource)] = (resource, entry[1] - 1, entry[2])
             return
         del _installed[id(resource)]
         with contextlib.suppress(AttributeError):
-            del resource.create
+            if entry[2] is _NONE:
+                del resource.create
+            else:
+                resource.create = entry[2]
 
 
 def is_installed(client: Any) -> bool:
@@ -204,6 +235,7 @@ def _wrap(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _emit(ctx: StepContext, call: LLMCall) -> None:
     try:
+        ctx.calls.append(call)
         ctx.sink(call)
     except Exception:  # a fault in the package never reaches the user's run
         logger.exception("rulechef-trace: recording an LLM call failed")

@@ -63,6 +63,22 @@ class RunState:
     result: Any = None
     baseline_pending: bool = False
     loaded: list[str] = field(default_factory=list)
+    #: The dataset's classes as rulechef listed them (``_get_classes``), once known.
+    classes: frozenset[str] | None = None
+    #: Every LLM call of the run, in order (``llm_called`` payloads).
+    llm_calls: list[Any] = field(default_factory=list)
+    #: The calls of the last finished step of each kind ("patch", "guide"...).
+    llm_by_step: dict[str, list[Any]] = field(default_factory=dict)
+    #: What rulechef's parser made of the last answer: rules in it, rules kept.
+    answer: tuple[int, int] | None = None
+    #: Classes whose per-class answer reached rulechef's rule parser.
+    answered: set[str] = field(default_factory=set)
+    #: Where this run's step contexts send their calls (set when the capture starts).
+    llm_sink: Any = None
+    #: Clients observed for this run, each to be released once at its end.
+    llm_clients: list[Any] = field(default_factory=list)
+    #: The step contexts open in this run, innermost last (their undo tokens).
+    open_steps: list[Any] = field(default_factory=list)
 
 
 #: The run in progress in this context (``None`` outside traced runs).

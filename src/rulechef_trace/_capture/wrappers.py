@@ -48,10 +48,20 @@ class Hook:
 
 Before = Callable[[RunState, dict[str, Any]], Any]
 After = Callable[[RunState, dict[str, Any], Any, Any], None]
+#: Says which step a hooked call is (see ``rulechef02/llm_steps.py``), or ``None``.
+StepOf = Callable[[RunState, dict[str, Any]], Any]
+#: Opens the step a ``StepOf`` named; returns what the closer needs.
+StepOpener = Callable[[RunState, Any], Any]
+StepCloser = Callable[[RunState, Any], None]
 
 
 def around(
-    what: str, *, before: Before | None = None, after: After | None = None, bind: bool = True
+    what: str,
+    *,
+    before: Before | None = None,
+    after: After | None = None,
+    bind: bool = True,
+    step: tuple[StepOf, StepOpener, StepCloser] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Make a wrapper that runs bookkeeping around an untouched call of the original.
 
@@ -60,6 +70,9 @@ def around(
     under :func:`guard`. The original is called exactly once with exactly
     the caller's arguments, and its exceptions propagate unchanged. With
     ``bind=False`` the bookkeeping gets no arguments (for hot, argument-blind hooks).
+    With ``step=(step_of, open, close)`` the call runs inside the step that
+    ``step_of`` names (its LLM calls are attributed to it); the step is closed
+    however the call ends, before ``after`` runs.
     """
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -73,7 +86,10 @@ def around(
                 return original(*args, **kwargs)
             arguments = (guard(state, what, binder, args, kwargs) or {}) if bind else {}
             context = guard(state, what, before, state, arguments) if before else None
-            result = original(*args, **kwargs)
+            if step is None:
+                result = original(*args, **kwargs)
+            else:
+                result = _in_step(state, what, step, arguments, original, args, kwargs)
             if after is not None:
                 guard(state, what, after, state, arguments, result, context)
             return result
@@ -81,6 +97,26 @@ def around(
         return hooked
 
     return wrap
+
+
+def _in_step(
+    state: RunState,
+    what: str,
+    step: tuple[StepOf, StepOpener, StepCloser],
+    arguments: dict[str, Any],
+    original: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call the original inside the step ``step`` names; close it however the call ends."""
+    step_of, opener, closer = step
+    spec = guard(state, what, step_of, state, arguments)
+    opened = guard(state, what, opener, state, spec) if spec is not None else None
+    try:
+        return original(*args, **kwargs)
+    finally:
+        if opened is not None:
+            guard(state, what, closer, state, opened)
 
 
 def bind_all(

@@ -6,6 +6,7 @@ from typing import Any
 
 from rulechef_trace import signals as sig
 from rulechef_trace._capture.rulechef02.facts import explain_audit, rule_ids, short_metrics
+from rulechef_trace._capture.rulechef02.llm_steps import llm_fields
 from rulechef_trace._capture.state import RunState, emit_change, remember
 from rulechef_trace._capture.wrappers import After, Before
 
@@ -15,6 +16,7 @@ def before_audit(phase: str) -> Before:
         state.phase = phase
         state.pending_audit = None
         state.phase_evals = []
+        state.llm_by_step.pop("audit", None)  # an audit that makes no call has none
         # The final audit works on chef.dataset.rules, the mid one on its argument.
         owner = args["self"]
         return list(owner._chef.dataset.rules if phase == "final_audit" else args["rules"])
@@ -50,6 +52,7 @@ def _emit_audit(
         **explained,
         "metrics_before": short_metrics(pre_eval),
         "metrics_after": post if explained["actions"] else None,
+        **llm_fields(state, "audit"),
     }
     emit_change(state, sig.audit_applied, after_ids, fields)
 

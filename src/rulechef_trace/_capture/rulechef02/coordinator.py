@@ -12,14 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 from rulechef_trace._capture.rulechef02.audit import keep_audit
+from rulechef_trace._capture.rulechef02.llm_steps import audit_step, critic_step, guide_step
 from rulechef_trace._capture.rulechef02.refine import on_critique, on_guidance
 from rulechef_trace._capture.state import warn_once
 from rulechef_trace._capture.wrappers import ABSENT, around
 
 COORDINATOR_HOOKS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
-    "guide_refinement": around("guided", after=on_guidance),
-    "critique_rules": around("critiqued", after=on_critique),
-    "audit_rules": around("audit_applied", after=keep_audit),
+    "guide_refinement": around("guided", after=on_guidance, step=guide_step),
+    "critique_rules": around("critiqued", after=on_critique, step=critic_step),
+    "audit_rules": around("audit_applied", after=keep_audit, step=audit_step),
 }
 
 

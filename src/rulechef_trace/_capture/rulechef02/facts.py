@@ -200,3 +200,48 @@ def _merge_skip_reason(ids: list[str], sources: list[Any], pattern: str | None) 
         except re.error:
             return "merged pattern does not compile"
     return None
+
+
+#: The label under which classes the dataset does not have are counted.
+OTHER = "(other)"
+
+
+def fold_metrics(metrics: dict[str, Any] | None, classes: frozenset[str]) -> dict[str, Any] | None:
+    """Fold per-class rows of labels outside ``classes`` into one ``(other)`` row.
+
+    A rule's label is written by the LLM and can quote an input text; when such
+    a rule fires, rulechef reports a class of that name. Only the dataset's own
+    classes enter a trace; the rest are summed into ``(other)`` (tp/fp/fn, and
+    precision/recall/F1 worked out from the sums).
+    """
+    if not metrics or not metrics.get("per_class"):
+        return metrics
+    rows = metrics["per_class"]
+    if all(row["label"] in classes for row in rows):
+        return metrics
+    kept = [row for row in rows if row["label"] in classes]
+    other = [row for row in rows if row["label"] not in classes]
+    counts = {k: sum(row[k] or 0 for row in other) for k in ("tp", "fp", "fn")}
+    return {**metrics, "per_class": [*kept, {"label": OTHER, **_ratios(counts), **counts}]}
+
+
+def _ratios(counts: dict[str, int]) -> dict[str, float]:
+    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": ratio(precision), "recall": ratio(recall), "f1": ratio(f1)}
+
+
+def fold_failures(summary: dict[str, Any], classes: frozenset[str]) -> dict[str, Any]:
+    """Fold a failure summary's per-class keys outside ``classes`` into ``(other)``."""
+    per_class = summary.get("per_class")
+    if not per_class or all(label in classes for label in per_class):
+        return summary
+    folded: dict[str, dict[str, int]] = {}
+    for label, counts in per_class.items():
+        key = label if label in classes else OTHER
+        into = folded.setdefault(key, {"fp": 0, "fn": 0})
+        into["fp"] += counts.get("fp") or 0
+        into["fn"] += counts.get("fn") or 0
+    return {**summary, "per_class": folded}

@@ -8,6 +8,14 @@ from rulechef_trace._capture.rulechef02.audit import (
     before_audit,
     capture_eval,
 )
+from rulechef_trace._capture.rulechef02.llm_steps import (
+    CLASSES_AFTER,
+    PARSE_AFTER,
+    PER_CLASS_LABEL_AFTER,
+    patch_step,
+    per_class_step,
+    synthesis_step,
+)
 from rulechef_trace._capture.rulechef02.refine import (
     after_merge_patch,
     after_patch,
@@ -25,11 +33,7 @@ from rulechef_trace._capture.rulechef02.synthesis import (
 from rulechef_trace._capture.wrappers import Hook, around
 
 _PIPELINE = "rulechef.pipeline:LearningPipeline"
-
-
 _LEARNER = "rulechef.learner:RuleLearner"
-
-
 _CHEF = "rulechef.engine:RuleChef"
 
 
@@ -39,9 +43,9 @@ HOOKS: tuple[Hook, ...] = (
     Hook(
         _PIPELINE,
         "_synthesize",
-        around("synthesized", before=before_synthesis, after=after_synthesis),
+        around("synthesized", before=before_synthesis, after=after_synthesis, step=synthesis_step),
         ("incremental_only",),
-        "synthesized",
+        "synthesized, and which LLM calls were synthesis",
     ),
     Hook(
         _PIPELINE,
@@ -67,9 +71,30 @@ HOOKS: tuple[Hook, ...] = (
     Hook(
         _LEARNER,
         "synthesize_ruleset_per_class",
-        around("synthesized", before=mark_mode("per_class")),
+        around("synthesized", before=mark_mode("per_class"), step=per_class_step),
         (),
-        "synthesized mode",
+        "synthesized mode, per-class LLM calls",
+    ),
+    Hook(
+        _LEARNER,
+        "_build_per_class_prompt",
+        around("llm_called", after=PER_CLASS_LABEL_AFTER),
+        ("target_class",),
+        "the class each per-class LLM call served",
+    ),
+    Hook(
+        _LEARNER,
+        "_parse_rules_from_response",
+        around("patch_decided", after=PARSE_AFTER),
+        ("result", "max_rules"),
+        "rules the parser skipped (dropped, invalid_rules)",
+    ),
+    Hook(
+        _LEARNER,
+        "_get_classes",
+        around("synthesized", after=CLASSES_AFTER, bind=False),
+        (),
+        "the dataset's classes, collected (labels outside them are folded)",
     ),
     Hook(
         _LEARNER,
@@ -81,9 +106,9 @@ HOOKS: tuple[Hook, ...] = (
     Hook(
         _LEARNER,
         "synthesize_patch_ruleset",
-        around("patch_decided", before=before_patch, after=after_patch),
+        around("patch_decided", before=before_patch, after=after_patch, step=patch_step),
         ("failures", "class_metrics"),
-        "patch_decided (empty patches, failure summaries)",
+        "patch_decided (empty patches, failure summaries, patch LLM calls)",
     ),
     Hook(
         _LEARNER,

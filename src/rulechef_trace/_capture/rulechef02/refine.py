@@ -10,10 +10,19 @@ from rulechef_trace import signals as sig
 from rulechef_trace._capture.rulechef02.facts import (
     explain_name_merge,
     failure_summary,
+    fold_failures,
+    fold_metrics,
     metrics_of,
     rule_ids,
     short_metrics,
 )
+from rulechef_trace._capture.rulechef02.llm_steps import (
+    dropped,
+    empty_patch_outcome,
+    llm_fields,
+    step_calls,
+)
+from rulechef_trace._capture.rulechef02.synthesis import known_classes
 from rulechef_trace._capture.state import (
     RunState,
     emit,
@@ -75,7 +84,7 @@ def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval
             "iteration": iteration,
             "max_iterations": state.max_iterations,
             "rule_count": len(rules),
-            "metrics": metrics_of(select_eval),
+            "metrics": fold_metrics(metrics_of(select_eval), known_classes(state, state.chef)),
         },
     )
 
@@ -102,7 +111,7 @@ def _after_refine(state: RunState, result: Any) -> None:
             "kept_seq": kept_seq,
             "kept_iteration": kept_iteration,
             "kept_earlier": set(best_ids) != set(state.working),
-            "metrics": metrics_of(best_eval),
+            "metrics": fold_metrics(metrics_of(best_eval), known_classes(state, state.chef)),
         },
     )
 
@@ -129,6 +138,7 @@ def on_guidance(state: RunState, args: dict[str, Any], result: Any, context: Non
             "iteration": state.iteration,
             "should_continue": bool(should_continue),
             "guidance_chars": len(guidance or ""),
+            **llm_fields(state, "guide"),
         },
     )
 
@@ -148,13 +158,16 @@ def on_critique(state: RunState, args: dict[str, Any], critique: Any, context: N
             "rules_with_feedback": sorted(k for k in rule_feedback if k in state.names),
             "feedback_count": len(rule_feedback),
             "task_guidance": bool(critique.get("task_guidance")),
+            **llm_fields(state, "critic"),
         },
     )
 
 
 def before_patch(state: RunState, args: dict[str, Any]) -> None:
+    state.llm_by_step.pop("patch", None)
     state.stop_hint = None
-    state.failures = failure_summary(args.get("failures"), args.get("class_metrics"))
+    summary = failure_summary(args.get("failures"), args.get("class_metrics"))
+    state.failures = fold_failures(summary, known_classes(state, state.chef))
 
 
 def after_patch(state: RunState, args: dict[str, Any], result: Any, context: None) -> None:
@@ -166,7 +179,9 @@ def after_patch(state: RunState, args: dict[str, Any], result: Any, context: Non
         sig.patch_decided,
         {
             "iteration": state.iteration,
-            "outcome": "empty",
+            "outcome": empty_patch_outcome(state, step_calls(state, "patch")),
+            "dropped": dropped(state),
+            **llm_fields(state, "patch"),
             "accepted": False,
             "metrics_before": state.last_select,
             "metrics_after": None,
@@ -205,6 +220,8 @@ def on_patch_decision(state: RunState, args: dict[str, Any], result: Any, contex
     fields: dict[str, Any] = {
         "iteration": args["iteration"],
         "outcome": "accepted" if accepted else "rejected",
+        "dropped": dropped(state),
+        **llm_fields(state, "patch"),
         "accepted": accepted,
         "on_dev": bool(args.get("on_dev")),
         "metrics_before": short_metrics(args["prev_eval"]),

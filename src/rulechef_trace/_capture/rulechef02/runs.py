@@ -11,10 +11,18 @@ from contextlib import contextmanager
 from typing import Any
 
 from rulechef_trace import signals as sig
+from rulechef_trace._capture import llm
 from rulechef_trace._capture.install import wanted
 from rulechef_trace._capture.rulechef02 import rulechef_version
 from rulechef_trace._capture.rulechef02.coordinator import patch_coordinator, unpatch_coordinator
-from rulechef_trace._capture.rulechef02.facts import metrics_of, ratio, rule_ids
+from rulechef_trace._capture.rulechef02.facts import fold_metrics, metrics_of, ratio, rule_ids
+from rulechef_trace._capture.rulechef02.llm_steps import (
+    calls_of,
+    failure,
+    start_llm_capture,
+    stop_llm_capture,
+)
+from rulechef_trace._capture.rulechef02.synthesis import known_classes
 from rulechef_trace._capture.state import (
     RunState,
     describe_error,
@@ -66,6 +74,9 @@ def _finish_run(state: RunState, result: Any, error: BaseException | None) -> No
     remember(state, rules)
     if error is not None:
         state.status = "failed"
+    llm_error = _llm_failure(state)
+    if llm_error is not None and error is None:
+        state.status = "llm_error"
     final_ids = unique(rule_ids(rules))
     fields: dict[str, Any] = {}
     if set(final_ids) != set(state.working):
@@ -82,18 +93,20 @@ def _finish_run(state: RunState, result: Any, error: BaseException | None) -> No
             fields["unexplained"] = True
     metrics = None
     if state.kind == "learn" and isinstance(result, tuple) and len(result) == 2:
-        metrics = metrics_of(result[1])
+        metrics = fold_metrics(metrics_of(result[1]), known_classes(state, chef))
     task = getattr(chef, "task", None)
+    duration_s = round(time.perf_counter() - state.started, 6)
     fields.update(
         {
             "status": state.status,
-            "error": describe_error(error),
+            "error": describe_error(error) if llm_error is None or error else llm_error,
             "ended_at": utc_now(),
-            "duration_s": round(time.perf_counter() - state.started, 6),
+            "duration_s": duration_s,
             "task": getattr(task, "name", None),
             "task_type": getattr(getattr(task, "type", None), "value", None),
             "rules": final_ids,
             "metrics": metrics,
+            "llm": llm.run_summary(state.llm_calls, duration_s),
             "stats": {
                 "hook_errors": state.hook_errors,
                 "receiver_errors": state.receiver_errors,
@@ -102,6 +115,13 @@ def _finish_run(state: RunState, result: Any, error: BaseException | None) -> No
     )
     # Always the last event, and like every other one it may move the rules.
     emit_change(state, sig.finalized, final_ids, fields)
+
+
+def _llm_failure(state: RunState) -> dict[str, Any] | None:
+    """The last LLM error when a run learned nothing because its synthesis calls failed."""
+    if state.status != "no_rules":
+        return None
+    return failure(calls_of(state, "synthesis"))
 
 
 def _describe_coordinator(coordinator: Any) -> dict[str, Any] | None:
@@ -134,6 +154,7 @@ def traced_run(chef: Any, kind: str, params: dict[str, Any]) -> Iterator[RunStat
     token = run_var.set(state)
     coordinator = getattr(chef, "coordinator", None)
     patched = guard(state, "coordinator", patch_coordinator, coordinator)
+    guard(state, "llm", start_llm_capture, state)
     outcome: dict[str, Any] = {}
     try:
         yield state
@@ -141,6 +162,7 @@ def traced_run(chef: Any, kind: str, params: dict[str, Any]) -> Iterator[RunStat
         outcome["error"] = exc
         raise
     finally:
+        guard(state, "llm", stop_llm_capture, state)
         if patched:
             guard(state, "coordinator", unpatch_coordinator, coordinator)
         run_var.reset(token)

@@ -7,6 +7,7 @@ from typing import Any
 
 from rulechef_trace import signals as sig
 from rulechef_trace._capture.rulechef02.facts import explain_name_merge, labels_of, rule_ids
+from rulechef_trace._capture.rulechef02.llm_steps import dropped, failed_labels, llm_fields
 from rulechef_trace._capture.state import RunState, emit_change, remember
 from rulechef_trace._capture.wrappers import Before
 
@@ -43,8 +44,9 @@ def after_synthesis(
         "mode": state.synth_mode or "bulk",
         "count": len(rules or ()),
         "data": _data_counts(chef),
-        "per_label": _per_label(chef, rules or ()),
+        "per_label": _per_label(state, chef, rules or ()),
         **({"loaded": state.loaded} if state.loaded else {}),
+        **_llm_facts(state, chef),
     }
     # rulechef keeps the chef's rules when synthesis produced none.
     after = rule_ids(rules) if rules else rule_ids(chef.dataset.rules)
@@ -52,14 +54,36 @@ def after_synthesis(
     emit_change(state, sig.synthesized, after, fields)
 
 
-def _per_label(chef: Any, rules: Iterable[Any]) -> dict[str, int]:
+def _llm_facts(state: RunState, chef: Any) -> dict[str, Any]:
+    return {
+        **llm_fields(state, "synthesis"),
+        "dropped": dropped(state),
+        "failed_labels": failed_labels(state, known_classes(state, chef)),
+    }
+
+
+def known_classes(state: RunState, chef: Any) -> frozenset[str]:
+    """The dataset's classes: as rulechef listed them in this run, else asked once.
+
+    rulechef lists them itself for per-class and "auto" synthesis (the hook on
+    ``_get_classes`` keeps its answer); only a bulk or incremental run makes
+    the capture ask, once per run, since the answer walks every example.
+    """
+    if state.classes is None:
+        get_classes = getattr(getattr(chef, "learner", None), "_get_classes", None)
+        dataset = getattr(chef, "dataset", None)
+        found = get_classes(dataset) if callable(get_classes) and dataset is not None else ()
+        state.classes = frozenset(c for c in found if isinstance(c, str))
+    return state.classes
+
+
+def _per_label(state: RunState, chef: Any, rules: Iterable[Any]) -> dict[str, int]:
     """Rules per output label; a label the dataset does not have counts as "(other)".
 
     Labels in rules are written by the LLM; only the dataset's own classes
     (rulechef's ``_get_classes``, read from the labels alone) enter a trace.
     """
-    get_classes = getattr(getattr(chef, "learner", None), "_get_classes", None)
-    known = set(get_classes(chef.dataset)) if callable(get_classes) else set()
+    known = known_classes(state, chef)
     counts: dict[str, int] = {}
     for label, n in labels_of(rules).items():
         key = label if label in known else "(other)"
@@ -92,8 +116,9 @@ def after_incremental_merge(
             "mode": "incremental",
             "count": len(patches),
             "data": _data_counts(args["self"]._chef),
-            "per_label": _per_label(args["self"]._chef, patches),
+            "per_label": _per_label(state, args["self"]._chef, patches),
             **({"loaded": state.loaded} if state.loaded else {}),
+            **_llm_facts(state, args["self"]._chef),
             "failures": state.failures,
             "replaced": merge["replaced"],
             "deleted": merge["deleted"],
