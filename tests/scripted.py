@@ -25,6 +25,9 @@ _KINDS = (
 
 Responder = Callable[[str], Any]
 
+#: An answer whose message has no content at all (``content`` is ``None``).
+NO_CONTENT: Any = object()
+
 
 def prompt_kind(prompt: str) -> str:
     """Name the rulechef call a prompt belongs to ("synthesis" when none matches)."""
@@ -68,7 +71,9 @@ class ScriptedLLM:
 
     Each kind maps to a list of answers used in order (the last one repeats) or
     to a callable ``(prompt) -> answer``. An answer is a dict (sent as JSON), a
-    string (sent as is), or an exception instance (raised).
+    string (sent as is), :data:`NO_CONTENT`, or an exception instance (raised).
+    Every answer reports token usage: a quarter of the prompt's and the
+    answer's characters.
     """
 
     def __init__(self, **script: Any):
@@ -88,8 +93,21 @@ class ScriptedLLM:
         answer = self._answer(kind, prompt, n)
         if isinstance(answer, BaseException):
             raise answer
-        text = answer if isinstance(answer, str) else json.dumps(answer)
-        return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=text))])
+        text = (
+            None
+            if answer is NO_CONTENT
+            else answer
+            if isinstance(answer, str)
+            else json.dumps(answer)
+        )
+        # Token counts as a provider reports them: a deterministic function of the sizes.
+        usage = SimpleNamespace(
+            prompt_tokens=len(prompt) // 4,
+            completion_tokens=len(text or "") // 4,
+            total_tokens=len(prompt) // 4 + len(text or "") // 4,
+        )
+        choice = SimpleNamespace(message=SimpleNamespace(content=text), finish_reason="stop")
+        return SimpleNamespace(choices=[choice], model=kwargs.get("model"), usage=usage)
 
     def _answer(self, kind: str, prompt: str, n: int) -> Any:
         entry = self.script.get(kind, DEFAULTS.get(kind))

@@ -40,7 +40,10 @@ def leaky_llm(data: list[tuple[str, str]], feedback: str) -> ScriptedLLM:
 
     def per_class(prompt: str) -> dict[str, Any]:
         label = target_class(prompt)
-        return {"rules": [words_rule(f"{label} rule", by_label.get(label, []), label)]}
+        texts = by_label.get(label, [])
+        # The second rule's label quotes an input text and fires on it.
+        quoting = words_rule(f"{label} quote", texts, texts[0] if texts else label)
+        return {"rules": [words_rule(f"{label} rule", texts, label), quoting]}
 
     def patch(prompt: str) -> dict[str, Any]:
         texts = [t for t, _ in data][-2:]

@@ -249,6 +249,8 @@ def _run_header(start: dict[str, Any], end: dict[str, Any] | None) -> dict[str, 
             duration_s=end.get("duration_s"),
             stats=end.get("stats"),
         )
+        if "llm" in end:  # traces of 0.1.0 have no LLM facts
+            run["llm"] = end["llm"]
     return run
 
 
