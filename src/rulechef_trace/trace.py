@@ -196,6 +196,10 @@ def build_trace(events: Iterable[Mapping[str, Any]]) -> Trace:
         table = event.get("rule_names")
         for rid, name in table.items() if isinstance(table, dict) else ():
             names.setdefault(rid, {"name": name})
+        facts = event.get("rule_facts")
+        for rid, known in facts.items() if isinstance(facts, dict) else ():
+            if isinstance(known, dict):  # later events know more (counters at the end)
+                names.setdefault(rid, {"name": None}).update(known)
     if not ordered or ordered[0]["type"] != "run_started":
         raise TraceError("no run_started event")
     start = {"run_id": raw[0].get("run_id"), **ordered[0]}
@@ -212,10 +216,15 @@ def build_trace(events: Iterable[Mapping[str, Any]]) -> Trace:
     )
     final_ids = end["rules"] if end else _replayed(trace)
     trace["final"] = {
-        "rules": [{"id": rid, "name": trace.name_of(rid)} for rid in final_ids],
+        "rules": [_final_rule(trace, rid) for rid in final_ids],
         "metrics": end.get("metrics") if end else None,
     }
     return trace
+
+
+def _final_rule(trace: Trace, rid: str) -> dict[str, Any]:
+    facts = trace["rules"].get(rid) or {}
+    return {"id": rid, **facts, "name": trace.name_of(rid)}
 
 
 def _seq_of(event: Mapping[str, Any]) -> int:
@@ -227,7 +236,7 @@ def _seq_of(event: Mapping[str, Any]) -> int:
 
 def _event_record(event: Mapping[str, Any]) -> dict[str, Any]:
     # The run id is in the header and every name in the rule table.
-    record = {k: v for k, v in event.items() if k not in ("run_id", "rule_names")}
+    record = {k: v for k, v in event.items() if k not in ("run_id", "rule_names", "rule_facts")}
     if not isinstance(record.get("type"), str):
         raise TraceError("event without a string type")
     return record

@@ -63,6 +63,10 @@ class RunState:
     result: Any = None
     baseline_pending: bool = False
     loaded: list[str] = field(default_factory=list)
+    #: The rule objects seen in this run by id (their facts are read when they move).
+    rules_seen: dict[str, Any] = field(default_factory=dict)
+    #: (rule, with counters) -> the rule's plain facts; set by the capture of the rulechef line.
+    describe_rule: Callable[[Any, bool], dict[str, Any]] | None = None
     #: The dataset's classes as rulechef listed them (``_get_classes``), once known.
     classes: frozenset[str] | None = None
     #: Every LLM call of the run, in order (``llm_called`` payloads).
@@ -100,8 +104,10 @@ def unique(ids: Iterable[str]) -> list[str]:
 
 
 def remember(state: RunState, rules: Iterable[Any]) -> None:
+    """Keep the names (and the objects, for their facts) of rules the run has seen."""
     for r in rules:
         state.names.setdefault(r.id, r.name)
+        state.rules_seen.setdefault(r.id, r)
 
 
 # ---------------------------------------------------------------------------
@@ -141,6 +147,13 @@ def emit_change(
         "rules_after": list(after),
         "rule_names": names_for(state, added, fields),
     }
+    if state.describe_rule is not None and added:
+        born = {
+            rid: state.describe_rule(state.rules_seen[rid], False)
+            for rid in added
+            if rid in state.rules_seen
+        }
+        fields["rule_facts"] = {**born, **fields.get("rule_facts", {})}
     emit(state, signal, fields)
     state.snapshots.append((frozenset(after), state.seq, state.iteration))
 

@@ -206,6 +206,36 @@ def _merge_skip_reason(ids: list[str], sources: list[Any], pattern: str | None) 
 OTHER = "(other)"
 
 
+def rule_facts(rule: Any, classes: frozenset[str], counters: bool) -> dict[str, Any]:
+    """A rule's plain facts: format, label (a dataset class or "(other)"), priority.
+
+    With ``counters``, also what rulechef measured of it by the end of the run:
+    ``precision`` and ``support`` (``validated_precision``/``_support``, null
+    when never validated), ``applied``, ``successes``, ``failures``. Never the
+    pattern or the code.
+    """
+    template = rule.output_template if isinstance(rule.output_template, dict) else {}
+    label = template.get("label") or template.get("type")
+    if isinstance(label, str) and label.startswith("$"):
+        label = None  # a variable taken from the match, not a fixed class
+    facts: dict[str, Any] = {
+        "format": getattr(rule.format, "value", None),
+        "label": None if label is None else label if label in classes else OTHER,
+        "priority": rule.priority if isinstance(rule.priority, int) else None,
+    }
+    if counters:
+        precision = getattr(rule, "validated_precision", None)
+        support = getattr(rule, "validated_support", None)
+        facts.update(
+            precision=ratio(precision) if isinstance(precision, float) else None,
+            support=support if isinstance(support, int) else None,
+            applied=rule.times_applied,
+            successes=rule.successes,
+            failures=rule.failures,
+        )
+    return facts
+
+
 def fold_metrics(metrics: dict[str, Any] | None, classes: frozenset[str]) -> dict[str, Any] | None:
     """Fold per-class rows of labels outside ``classes`` into one ``(other)`` row.
 

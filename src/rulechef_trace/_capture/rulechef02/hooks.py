@@ -147,3 +147,15 @@ HOOKS: tuple[Hook, ...] = (
     ),
     Hook(_CHEF, "rank_rules", wrap_rank_rules, ("prune",), "rank_rules(prune=True) traces"),
 )
+
+
+def hook_table() -> str:
+    """The hook table as Markdown (docs/architecture.md holds it; a test keeps them equal)."""
+    rows = ["| rulechef method | what a trace misses without it |", "|---|---|"]
+    for hook in HOOKS:
+        rows.append(f"| `{hook.owner.split(':')[1]}.{hook.name}` | {hook.feeds} |")
+    rows.append("| `coordinator.guide_refinement` (on the instance, per run) | guided |")
+    rows.append("| `coordinator.critique_rules` (on the instance, per run) | critiqued |")
+    rows.append("| `coordinator.audit_rules` (on the instance, per run) | proposed audit actions |")
+    rows.append("| `client.chat.completions.create` (on each client, per run) | llm_called |")
+    return "\n".join(rows)

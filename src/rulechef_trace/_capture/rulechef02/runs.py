@@ -15,7 +15,13 @@ from rulechef_trace._capture import llm
 from rulechef_trace._capture.install import wanted
 from rulechef_trace._capture.rulechef02 import rulechef_version
 from rulechef_trace._capture.rulechef02.coordinator import patch_coordinator, unpatch_coordinator
-from rulechef_trace._capture.rulechef02.facts import fold_metrics, metrics_of, ratio, rule_ids
+from rulechef_trace._capture.rulechef02.facts import (
+    fold_metrics,
+    metrics_of,
+    ratio,
+    rule_facts,
+    rule_ids,
+)
 from rulechef_trace._capture.rulechef02.llm_steps import (
     calls_of,
     failure,
@@ -43,6 +49,9 @@ def _start_run(chef: Any, kind: str, params: dict[str, Any]) -> RunState:
     dataset = getattr(chef, "dataset", None)
     rules = list(getattr(dataset, "rules", None) or [])
     state = RunState(chef=chef, kind=kind)
+    state.describe_rule = lambda rule, counters: rule_facts(
+        rule, known_classes(state, chef), counters
+    )
     state.working = unique(rule_ids(rules))
     state.baseline_pending = dataset is None
     remember(state, rules)
@@ -107,6 +116,7 @@ def _finish_run(state: RunState, result: Any, error: BaseException | None) -> No
             "rules": final_ids,
             "metrics": metrics,
             "llm": llm.run_summary(state.llm_calls, duration_s),
+            "rule_facts": _final_facts(state, rules),
             "stats": {
                 "hook_errors": state.hook_errors,
                 "receiver_errors": state.receiver_errors,
@@ -115,6 +125,13 @@ def _finish_run(state: RunState, result: Any, error: BaseException | None) -> No
     )
     # Always the last event, and like every other one it may move the rules.
     emit_change(state, sig.finalized, final_ids, fields)
+
+
+def _final_facts(state: RunState, rules: list[Any]) -> dict[str, Any]:
+    """Every final rule's facts with rulechef's counters as they stand at the end."""
+    if state.describe_rule is None:
+        return {}
+    return {r.id: state.describe_rule(r, True) for r in rules}
 
 
 def _llm_failure(state: RunState) -> dict[str, Any] | None:

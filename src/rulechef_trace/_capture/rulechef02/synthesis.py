@@ -69,11 +69,13 @@ def known_classes(state: RunState, chef: Any) -> frozenset[str]:
     ``_get_classes`` keeps its answer); only a bulk or incremental run makes
     the capture ask, once per run, since the answer walks every example.
     """
-    if state.classes is None:
-        get_classes = getattr(getattr(chef, "learner", None), "_get_classes", None)
-        dataset = getattr(chef, "dataset", None)
-        found = get_classes(dataset) if callable(get_classes) and dataset is not None else ()
-        state.classes = frozenset(c for c in found if isinstance(c, str))
+    if state.classes is not None:
+        return state.classes
+    get_classes = getattr(getattr(chef, "learner", None), "_get_classes", None)
+    dataset = getattr(chef, "dataset", None)
+    if not callable(get_classes) or dataset is None:
+        return frozenset()  # not known yet (a task still to be discovered): nothing passes
+    state.classes = frozenset(c for c in get_classes(dataset) if isinstance(c, str))
     return state.classes
 
 
