@@ -44,3 +44,14 @@ def test_a_label_the_dataset_does_not_have_is_other_in_the_rule_facts(tmp_path: 
     labels = {facts.get("label") for facts in trace["rules"].values()}
     assert "(other)" in labels and "pos" in labels
     assert "Alice" not in str(trace)
+
+
+def test_a_sampling_strategy_passed_to_learn_rules_is_the_one_recorded(tmp_path: Path) -> None:
+    """learn_rules(sampling_strategy=...) overrides the chef's default in run.params."""
+    chef = make_chef(tmp_path, ScriptedLLM(), sampling_strategy="balanced")
+    with record_trace(chef) as recorder:
+        chef.learn_rules(max_refinement_iterations=1, sampling_strategy="diversity")
+    assert recorder.last.run["params"]["sampling_strategy"] == "diversity"
+    with record_trace(chef) as recorder:
+        chef.learn_rules(max_refinement_iterations=1)
+    assert recorder.last.run["params"]["sampling_strategy"] == "balanced"

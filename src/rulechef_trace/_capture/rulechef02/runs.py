@@ -152,6 +152,11 @@ def _describe_coordinator(coordinator: Any) -> dict[str, Any] | None:
     return out
 
 
+def _effective(call: dict[str, Any], chef: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments over the chef's settings; a ``None`` argument means the chef's."""
+    return {**call, **{k: v for k, v in chef.items() if call.get(k) is None}}
+
+
 def _chef_params(chef: Any) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for attr in ("model", "synthesis_strategy", "sampling_strategy", "temperature"):
@@ -196,7 +201,7 @@ def wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(self, *args, **kwargs)
         chef = self._chef
         params = guard(None, "params", _plain_params, signature, self, args, kwargs) or {}
-        with traced_run(chef, "learn", {**params, **_chef_params(chef)}) as state:
+        with traced_run(chef, "learn", _effective(params, _chef_params(chef))) as state:
             result = original(self, *args, **kwargs)
             if state is not None:
                 state.result = result
