@@ -127,6 +127,11 @@ CATALOGUE: tuple[EventType, ...] = (
         "stop_reason",
         "kept_earlier",
     ),
+    _moving(
+        "rules_edited",
+        "The rules were changed outside learning: delete_rule(), load_rules().",
+        "method",
+    ),
     _still(
         "finalized",
         "The run ended, in any way. Always the last event.",

@@ -46,6 +46,7 @@ __all__ = [
     "patch_decided",
     "pruned",
     "refined",
+    "rules_edited",
     "run_started",
     "send_safely",
     "step_ended",
@@ -79,6 +80,7 @@ patch_decided = namespace.signal("patch_decided")
 audit_applied = namespace.signal("audit_applied")
 pruned = namespace.signal("pruned")
 refined = namespace.signal("refined")
+rules_edited = namespace.signal("rules_edited")
 finalized = namespace.signal("finalized")
 
 _STRICT_ENV = "RULECHEF_TRACE_STRICT"

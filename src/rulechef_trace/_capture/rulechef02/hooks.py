@@ -8,6 +8,7 @@ from rulechef_trace._capture.rulechef02.audit import (
     before_audit,
     capture_eval,
 )
+from rulechef_trace._capture.rulechef02.edits import wrap_edit
 from rulechef_trace._capture.rulechef02.llm_steps import (
     CLASSES_AFTER,
     PARSE_AFTER,
@@ -146,6 +147,8 @@ HOOKS: tuple[Hook, ...] = (
         "final audit metrics",
     ),
     Hook(_CHEF, "rank_rules", wrap_rank_rules, ("prune",), "rank_rules(prune=True) traces"),
+    Hook(_CHEF, "delete_rule", wrap_edit("delete_rule"), ("rule_id",), "edit runs (delete_rule)"),
+    Hook(_CHEF, "load_rules", wrap_edit("load_rules"), ("source",), "edit runs (load_rules)"),
 )
 
 

@@ -200,7 +200,7 @@ def wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
         if born != generation() or not wanted():
             return original(self, *args, **kwargs)
         chef = self._chef
-        params = guard(None, "params", _plain_params, signature, self, args, kwargs) or {}
+        params = guard(None, "params", plain_params, signature, self, args, kwargs) or {}
         with traced_run(chef, "learn", _effective(params, _chef_params(chef))) as state:
             result = original(self, *args, **kwargs)
             if state is not None:
@@ -220,7 +220,7 @@ def wrap_rank_rules(original: Callable[..., Any]) -> Callable[..., Any]:
     def rank_rules(self: Any, *args: Any, **kwargs: Any) -> Any:
         if born != generation() or not wanted():
             return original(self, *args, **kwargs)
-        params = guard(None, "params", _plain_params, signature, self, args, kwargs) or {}
+        params = guard(None, "params", plain_params, signature, self, args, kwargs) or {}
         # rulechef prunes only with both flags; anything else changes no rule.
         if not (params.get("prune") and params.get("compute_marginal")):
             return original(self, *args, **kwargs)
@@ -233,7 +233,7 @@ def wrap_rank_rules(original: Callable[..., Any]) -> Callable[..., Any]:
     return rank_rules
 
 
-def _plain_params(
+def plain_params(
     signature: inspect.Signature, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
     arguments = bind_all(signature, (owner, *args), kwargs)

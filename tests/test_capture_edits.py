@@ -1,0 +1,69 @@
+"""Rule-set edits outside learning are runs of kind "edit" that replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rulechef_trace import load_trace, record_trace, replay, validate
+from tests.scripted import ScriptedLLM, make_chef, rule
+
+
+def history(storage: Path) -> list[Path]:
+    return sorted((storage / "reviews.traces").glob("*.trace.json"))
+
+
+def test_delete_rule_inside_a_recorder_is_an_edit_run_that_replays(tmp_path: Path) -> None:
+    """learn, then delete_rule: the history holds an edit trace from the learned rules."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    with record_trace(chef) as recorder:
+        chef.learn_rules(max_refinement_iterations=1)
+        learned = [r.id for r in chef.dataset.rules]
+        assert chef.delete_rule(learned[0])
+    edit = recorder.last
+    assert edit.kind == "edit"
+    assert [e["type"] for e in edit.events] == ["run_started", "rules_edited", "finalized"]
+    (change,) = edit.events_of("rules_edited")
+    assert change["method"] == "delete_rule"
+    assert change["removed"] == [learned[0]] and change["added"] == []
+    assert edit.run["params"] == {"method": "delete_rule", "rule_id": learned[0]}
+    assert validate(edit) == []
+    assert replay(edit) == learned[1:]
+    files = history(tmp_path)
+    assert [load_trace(f).kind for f in files] == ["learn", "edit"]
+    # The latest-run file stays the learning run's.
+    assert load_trace(tmp_path / "reviews.trace.json").kind == "learn"
+
+
+def test_load_rules_is_an_edit_run_without_the_rules_themselves(tmp_path: Path) -> None:
+    """load_rules(list) records the ids it brought in, never the source it read."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    source = [
+        {**r, "id": rid, "content": r["pattern"]}
+        for rid, r in (
+            ("a1b2c3d4", rule("pos words", "good|great", "pos")),
+            ("e5f6a7b8", rule("neg words", "bad|awful", "neg")),
+        )
+    ]
+    with record_trace(chef) as recorder:
+        chef.load_rules(source)
+    edit = recorder.last
+    (change,) = edit.events_of("rules_edited")
+    assert change["method"] == "load_rules"
+    assert sorted(change["added"]) == ["a1b2c3d4", "e5f6a7b8"]
+    assert sorted(r.id for r in chef.dataset.rules) == ["a1b2c3d4", "e5f6a7b8"]
+    assert "source" not in edit.run["params"]
+    assert "good|great" not in str(edit)
+    assert sorted(edit["rules"][rid]["name"] for rid in change["added"]) == [
+        "neg words",
+        "pos words",
+    ]
+
+
+def test_an_edit_with_nobody_listening_leaves_rulechef_untouched(tmp_path: Path) -> None:
+    """Without a recorder, delete_rule is rulechef's own function and writes no trace."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    with record_trace(chef):
+        chef.learn_rules(max_refinement_iterations=1)
+    before = history(tmp_path)
+    chef.delete_rule(chef.dataset.rules[0].id)
+    assert history(tmp_path) == before
