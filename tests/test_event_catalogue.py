@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
-from rulechef_trace import ALL_SIGNALS, analysis, html, otel, render
+from rulechef_trace import ALL_SIGNALS, otel
 from rulechef_trace.events import CATALOGUE, EVENT_TYPES, RULE_MOVES, EventType, by_name
+from rulechef_trace.report import lineage as analysis
+from rulechef_trace.report import text as render
+from rulechef_trace.report.html import page as html
 from rulechef_trace.trace import EVENT_TYPES as TRACE_EVENT_TYPES
 
 
