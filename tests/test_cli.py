@@ -280,9 +280,9 @@ def fake_html(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, str | None]]:
         target.write_text("<html></html>")
         return target
 
-    module = types.ModuleType("rulechef_trace.html")
+    module = types.ModuleType("rulechef_trace.report.html")
     module.write_html = write_html  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "rulechef_trace.html", module)
+    monkeypatch.setitem(sys.modules, "rulechef_trace.report.html", module)
     return calls
 
 
@@ -312,12 +312,12 @@ def test_html_of_a_missing_source(
 def test_html_without_the_module(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, traces: Traces
 ) -> None:
-    monkeypatch.setitem(sys.modules, "rulechef_trace.html", None)
+    monkeypatch.setitem(sys.modules, "rulechef_trace.report.html", None)
     code, _, err = run_main(capsys, "html", traces.file_of(traces.story))
     assert code == 2
     assert (
         err == f"{ERROR}the HTML report is not available in this installation "
-        "(rulechef_trace.html is missing)\n"
+        "(rulechef_trace.report.html is missing)\n"
     )
 
 
@@ -505,8 +505,8 @@ def test_script_demo(script: Path, tmp_path: Path) -> None:
 def test_script_html(script: Path, tmp_path: Path, traces: Traces) -> None:
     import importlib.util
 
-    if importlib.util.find_spec("rulechef_trace.html") is None:
-        pytest.skip("rulechef_trace.html is not part of this checkout yet")
+    if importlib.util.find_spec("rulechef_trace.report.html") is None:
+        pytest.skip("rulechef_trace.report.html is not part of this checkout yet")
     out_file = tmp_path / "report.html"
     done = run_script(script, "html", traces.file_of(traces.story), "-o", out_file)
     assert done.returncode == 0, done.stderr

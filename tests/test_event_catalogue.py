@@ -11,9 +11,8 @@ import pytest
 
 from rulechef_trace import ALL_SIGNALS, otel
 from rulechef_trace.events import CATALOGUE, EVENT_TYPES, RULE_MOVES, EventType, by_name
-from rulechef_trace.report import lineage as analysis
-from rulechef_trace.report import text as render
-from rulechef_trace.report.html import page as html
+from rulechef_trace.report.ancestry import NOTES
+from rulechef_trace.report.describe import DESCRIBERS
 from rulechef_trace.trace import EVENT_TYPES as TRACE_EVENT_TYPES
 
 
@@ -34,10 +33,9 @@ def _schema_required() -> dict[str, list[str]]:
 def reader_gaps(catalogue: Iterable[EventType]) -> list[str]:
     """Name every (reader, event type) pair the readers lack, and schema mismatches."""
     readers = {
-        "story (render._RENDERERS)": set(render._RENDERERS),
-        "html (html._DESCRIBE)": set(html._DESCRIBE),
+        "story and html (describe.DESCRIBERS)": set(DESCRIBERS),
         "otel (otel._HANDLERS)": set(otel._HANDLERS) | set(otel._LIFECYCLE),
-        "lineage (analysis._NOTES)": set(analysis._NOTES) | set(analysis._NOT_NOTED),
+        "lineage (ancestry.NOTES)": set(NOTES),
     }
     required = _schema_required()
     gaps = []
@@ -62,10 +60,9 @@ def test_a_forgotten_event_type_is_named_for_each_reader() -> None:
     fake = EventType("rules_teleported", "Rules moved by magic.", True, RULE_MOVES)
     gaps = reader_gaps((*CATALOGUE, fake))
     assert [g for g in gaps if "rules_teleported" in g] == [
-        "story (render._RENDERERS) lacks rules_teleported",
-        "html (html._DESCRIBE) lacks rules_teleported",
+        "story and html (describe.DESCRIBERS) lacks rules_teleported",
         "otel (otel._HANDLERS) lacks rules_teleported",
-        "lineage (analysis._NOTES) lacks rules_teleported",
+        "lineage (ancestry.NOTES) lacks rules_teleported",
         "schema lacks rules_teleported",
     ]
 

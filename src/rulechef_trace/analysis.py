@@ -1,6 +1,6 @@
 """Where lineage, diff and history lived in 0.1.0; they are in :mod:`rulechef_trace.report` now."""
 
-from rulechef_trace.report.lineage import (
+from rulechef_trace.report import (
     History,
     HistoryRow,
     LineageStep,
