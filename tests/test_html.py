@@ -284,6 +284,7 @@ def test_a_run_still_going_is_not_shown_as_finished(rich: tuple[Trace, Path]) ->
     trace, _ = rich
     events = [{**e, "run_id": trace.run["id"]} for e in trace.events[:-3]]
     events[0].update({k: trace.run[k] for k in ("kind", "dataset", "task", "started_at")})
+    events[0]["rule_names"] = {rid: entry["name"] for rid, entry in trace["rules"].items()}
     partial = build_trace(events)
     assert partial.status == "incomplete"
     page = Page(render_html(partial))

@@ -223,7 +223,7 @@ def big_trace(rules: int, events: int) -> Trace:
     for i in range(1, iterations + 1):
         run.add("iteration_evaluated", iteration=i, max_iterations=iterations, metrics=metrics)
         old, new = current[i % rules], f"p{i:05d}"
-        current = [new if rid == old else rid for rid in current]
+        current[i % rules] = new
         run.add(
             "patch_decided",
             iteration=i,

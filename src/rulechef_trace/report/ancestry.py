@@ -211,6 +211,7 @@ class _Index:
         self.wide = [i for i, e in enumerate(self.events) if _note_of(e).every_rule]
         self._sets: dict[tuple[int, str], frozenset[str]] = {}
         self._steps: dict[str, tuple[LineageStep, ...]] = {}
+        self._origins: dict[str, tuple[str, str | None, list[str]]] = {}
         self._scan()
         table = trace.get("rules")
         self.known = (
@@ -293,6 +294,12 @@ class _Index:
 
     def origin(self, rid: str) -> tuple[str, str | None, list[str]]:
         """How a rule came to be, how it relates to its parents, and their ids."""
+        found = self._origins.get(rid)
+        if found is None:
+            found = self._origins[rid] = self._find_origin(rid)
+        return found
+
+    def _find_origin(self, rid: str) -> tuple[str, str | None, list[str]]:
         for index in self.mentions.get(rid, ()):
             event = self.events[index]
             kind = event.get("type")
