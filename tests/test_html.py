@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import html
 import io
+import json
 import re
+import shutil
+import struct
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -122,10 +127,17 @@ def rich_page(rich: tuple[Trace, Path]) -> tuple[str, Page]:
 
 
 @pytest.fixture(scope="module")
-def demo_traces(tmp_path_factory: pytest.TempPathFactory) -> list[Trace]:
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Trace]]:
+    """The demo's storage folder and its two traces (learn, then rank_rules)."""
     from rulechef_trace.demo import run_demo
 
-    return run_demo(tmp_path_factory.mktemp("demo"), out=io.StringIO())
+    folder = tmp_path_factory.mktemp("demo")
+    return folder, run_demo(folder, out=io.StringIO())
+
+
+@pytest.fixture(scope="module")
+def demo_traces(demo_dir: tuple[Path, list[Trace]]) -> list[Trace]:
+    return demo_dir[1]
 
 
 def points(attrs: dict[str, str]) -> list[tuple[float, float]]:
@@ -412,3 +424,162 @@ def test_history_page_charts_f1_per_kept_run(tmp_path):
     assert write_html(tmp_path) == tmp_path / "history.html"
     assert write_html(tmp_path / "reviews.traces") == tmp_path / "reviews.traces.html"
     assert "https://" not in (tmp_path / "history.html").read_text()
+
+
+# --- a real browser at a phone's and a laptop's width ---------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)"
+)
+
+# A page of the test's own that frames each report at an exact width and reads the
+# laid-out page through the DOM; the reports themselves stay script-free.
+_MEASURE = """<!DOCTYPE html><html><head><meta charset="utf-8">
+<style>html, body {{ margin: 0 }} iframe {{ border: 0; display: block; height: 900px }}</style>
+</head><body>{frames}<pre id="out">no measure</pre><script>
+function measure(frame) {{
+  var w = frame.contentWindow, d = w.document, out = {{}};
+  out.width = w.innerWidth;
+  out.clientWidth = d.documentElement.clientWidth;
+  out.scrollWidth = d.documentElement.scrollWidth;
+  out.text = d.body.innerText;
+  out.boxes = Array.from(d.querySelectorAll(".scroll, .chart"), function (b) {{
+    return b.getBoundingClientRect().right; }});
+  out.f1Headers = Array.from(d.querySelectorAll("table.history th"))
+    .filter(function (th) {{ return th.textContent === "F1"; }})
+    .map(function (th) {{ return th.getBoundingClientRect().right; }});
+  out.fonts = [];
+  d.querySelectorAll("svg").forEach(function (svg) {{
+    if (!svg.getClientRects().length) return;
+    var scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    svg.querySelectorAll("text").forEach(function (t) {{
+      out.fonts.push(parseFloat(w.getComputedStyle(t).fontSize) * scale); }});
+  }});
+  return out;
+}}
+window.addEventListener("load", function () {{
+  var found = {{}};
+  document.querySelectorAll("iframe").forEach(function (f) {{ found[f.id] = measure(f); }});
+  document.getElementById("out").textContent = JSON.stringify(found);
+}});
+</script></body></html>"""
+WIDTHS = (390, 1280)
+
+
+def chromium(profile: Path, *args: str) -> str:
+    """Run headless Chromium offline with a fresh profile; return its standard output."""
+    assert CHROMIUM is not None
+    done = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.stdout
+
+
+def measure(pages: list[Path], profile: Path) -> dict[str, dict[str, Any]]:
+    """Lay each page out at each of WIDTHS in one Chromium run; what the DOM says, by page@width."""
+    frames = "".join(
+        f'<iframe id="{p.name}@{w}" src="{p.name}" style="width: {w}px"></iframe>'
+        for p in pages
+        for w in WIDTHS
+    )
+    frame = pages[0].with_name("measure.html")
+    frame.write_text(_MEASURE.format(frames=frames))
+    dom = chromium(
+        profile,
+        "--allow-file-access-from-files",
+        f"--window-size={max(WIDTHS) + 200},1100",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        frame.resolve().as_uri(),
+    )
+    (found,) = re.findall(r'<pre id="out">(.*?)</pre>', dom, re.S)
+    measured: dict[str, dict[str, Any]] = json.loads(html.unescape(found))
+    return measured
+
+
+@pytest.fixture(scope="module")
+def laid_out(
+    demo_dir: tuple[Path, list[Trace]], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, dict[str, Any]]:
+    """The demo's report and history page as Chromium lays them out at 390 and 1280 px."""
+    if CHROMIUM is None:
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
+    folder, traces = demo_dir
+    out = tmp_path_factory.mktemp("browser")
+    pages = [write_html(traces[0], out / "report.html"), write_html(folder, out / "history.html")]
+    return measure(pages, out / "profile")
+
+
+def assert_fits(measured: dict[str, Any], width: int) -> None:
+    """Nothing scrolls the page sideways, every table and chart box is on screen, text >= 10 px."""
+    assert measured["width"] == width
+    room = measured["clientWidth"]
+    assert measured["scrollWidth"] <= room, measured["scrollWidth"]
+    assert measured["boxes"] and max(measured["boxes"]) <= room + 0.5, measured["boxes"]
+    assert measured["fonts"] and min(measured["fonts"]) >= 10, min(measured["fonts"])
+    assert PLACEHOLDERS.findall(measured["text"]) == []
+
+
+@needs_chromium
+@pytest.mark.parametrize("width", WIDTHS)
+def test_report_fits_a_phone_and_a_laptop_and_reads_its_f1(demo_traces, laid_out, width):
+    """At 390 and 1280 px the laid-out report fits, its chart text is legible, its F1 shows."""
+    learn = demo_traces[0]
+    measured = laid_out[f"report.html@{width}"]
+    assert_fits(measured, width)
+    text = measured["text"]
+    final = pct(learn.final_metrics["f1"])
+    assert re.search(rf"{re.escape(final)}\s+final F1", text)
+    assert f"finalized: completed, {len(learn.final_rules)} rules, F1 {final}" in text
+    # The step-type column is the one a phone drops; the text of each step stays.
+    assert ("iteration_evaluated" in text) == (width > 720)
+
+
+@needs_chromium
+@pytest.mark.parametrize("width", WIDTHS)
+def test_history_page_shows_every_f1_on_screen(demo_traces, laid_out, width):
+    """The history table's F1 column is inside the screen, even on a phone."""
+    measured = laid_out[f"history.html@{width}"]
+    assert_fits(measured, width)
+    assert measured["f1Headers"] and max(measured["f1Headers"]) <= measured["clientWidth"]
+    assert pct(demo_traces[0].final_metrics["f1"]) in measured["text"]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@needs_chromium
+def test_report_screenshot_is_drawn(rich, tmp_path):
+    """A 1280 px screenshot of the report is a real, non-blank picture."""
+    _, path = rich
+    page = write_html(path, tmp_path / "report.html")
+    png = tmp_path / "report.png"
+    chromium(
+        tmp_path / "profile",
+        f"--screenshot={png}",
+        "--window-size=1280,1600",
+        page.resolve().as_uri(),
+    )
+    assert png_size(png) == (1280, 1600)
+    assert png.stat().st_size > 30_000, "the screenshot is (nearly) blank"

@@ -162,27 +162,29 @@ def _named(ids: list[str]) -> dict[str, str]:
     return {rid: f"rule {rid}" for rid in ids}
 
 
-def merge_dag_trace(levels: int) -> Trace:
-    """A valid trace whose audits merge two rules into two new ones, ``levels`` times.
+def merge_dag_trace(levels: int, width: int = 2) -> Trace:
+    """A valid trace whose audits merge ``width`` rules into ``width`` new ones, ``levels`` times.
 
-    Every rule of level i is merged from both rules of level i - 1, so the
-    number of paths back to synthesis doubles at each level.
+    Every rule of level i is merged from all rules of level i - 1: with the
+    default width of 2 the number of paths back to synthesis doubles at each
+    level; a width of 1 is a plain merge chain ``levels`` deep.
     """
+    letters = "abcdefgh"[:width]
     run = _Events()
     run.start("dag")
-    first = ["a0", "b0"]
+    first = [f"{x}0" for x in letters]
     run.add(
         "synthesized",
         mode="per_class",
-        count=2,
-        data={"examples": 2},
+        count=width,
+        data={"examples": width},
         added=first,
         removed=[],
         rules_after=first,
         rule_names=_named(first),
     )
     for i in range(1, levels + 1):
-        old, new = [f"a{i - 1}", f"b{i - 1}"], [f"a{i}", f"b{i}"]
+        old, new = [f"{x}{i - 1}" for x in letters], [f"{x}{i}" for x in letters]
         run.add(
             "audit_applied",
             stage="mid_refinement",
@@ -195,7 +197,7 @@ def merge_dag_trace(levels: int) -> Trace:
             rules_after=new,
             rule_names=_named(new),
         )
-    return run.finish([f"a{levels}", f"b{levels}"])
+    return run.finish([f"{x}{levels}" for x in letters])
 
 
 def big_trace(rules: int, events: int) -> Trace:
