@@ -114,6 +114,29 @@ def test_show(capsys: pytest.CaptureFixture[str], traces: Traces) -> None:
     assert "patch 2 REJECTED" in out and "\x1b[" not in out
 
 
+def test_show_of_a_stream_mid_run_says_it_is_still_running(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A .trace.jsonl without its finalized line is shown as running, never as final."""
+    from rulechef_trace import record_trace
+    from tests.scripted import FIX_ALL, ScriptedLLM, make_chef
+
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
+    with record_trace(chef, stream=True):
+        chef.learn_rules(max_refinement_iterations=2)
+    stream = tmp_path / "reviews.trace.jsonl"
+    lines = stream.read_bytes().splitlines(keepends=True)
+    cut = tmp_path / "running.trace.jsonl"
+    cut.write_bytes(b"".join(lines[:-2]))
+    code, out, err = run_main(capsys, "show", cut)
+    assert (code, err) == (0, "")
+    assert "RULECHEF TRACE  reviews  (learn, still running, or stopped before its end)" in out
+    assert "Not finished: no finalized event" in out and "Rules so far: " in out
+    assert "Final" not in out
+    code, out, _ = run_main(capsys, "show", stream)
+    assert code == 0 and "Final: " in out and "still running" not in out
+
+
 def test_show_json_prints_the_normalised_trace(
     capsys: pytest.CaptureFixture[str], traces: Traces
 ) -> None:

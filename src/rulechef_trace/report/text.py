@@ -49,8 +49,8 @@ def _row_lines(event: Mapping[str, Any], lines: tuple[Line, ...]) -> list[str]:
     prefix = clean(f"{event.get('seq', '?'):>3} {clock:>6} {count:>5}  ")
     detail = " " * (len(prefix) + 2)
     out: list[str] = []
-    for number_, line in enumerate(lines):
-        lead = prefix if number_ == 0 else detail
+    for index, line in enumerate(lines):
+        lead = prefix if index == 0 else detail
         out += textwrap.wrap(
             render_line(line), WIDTH, initial_indent=lead, subsequent_indent=detail
         ) or [lead]
