@@ -8,9 +8,10 @@ import re
 import pytest
 
 from rulechef_trace import Trace, build_trace, print_trace, record_trace, render_trace
+from rulechef_trace.report import diff, lineage, render_diff, render_html, render_lineage
 from rulechef_trace.report.numbers import pct
 from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, audit_merge, make_chef
-from tests.trace_factory import Traces, make_traces
+from tests.trace_factory import Traces, make_traces, merge_dag_trace
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +105,19 @@ def test_a_stream_read_mid_run_never_says_final(traces: Traces) -> None:
     assert "Not finished: no finalized event" in text
     assert f"Rules so far: {len(partial.final_rules)}" in text
     assert "Final" not in text and "finalized:" not in text
+
+
+def test_missing_run_fields_show_a_dash_never_none() -> None:
+    """A trace whose run lacks id, dataset, task and times reads "—", never "None"."""
+    trace = merge_dag_trace(2)
+    for key in ("id", "dataset", "kind", "task", "task_type", "started_at", "rulechef_version"):
+        trace["run"][key] = None
+    texts = [
+        render_trace(trace),
+        render_lineage(trace, lineage(trace)),
+        render_diff(diff(trace, trace)),
+        render_html(trace),
+    ]
+    for text in texts:
+        assert not re.search(r"\b(None|nan|null|undefined)\b", text)
+    assert "RULECHEF TRACE  —  (—, completed, 60.00s)" in texts[0]

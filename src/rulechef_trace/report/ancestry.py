@@ -379,6 +379,11 @@ def _sources(event: Mapping[str, Any], rid: str) -> list[str]:
     return [s for a in _merges(event) if a.get("result") == rid for s in _ids(a.get("sources"))]
 
 
+def _say(value: Any) -> str:
+    """A value for a sentence: "?" where the trace has none."""
+    return "?" if value is None else str(value)
+
+
 def _label(trace: Trace, rid: str) -> str:
     """``name (id)`` of a rule."""
     return f"{trace.name_of(rid)} ({rid})"
@@ -386,31 +391,31 @@ def _label(trace: Trace, rid: str) -> str:
 
 def _audit_name(event: Mapping[str, Any]) -> str:
     if event.get("stage") == "mid_refinement":
-        return f"the mid-refinement audit of iteration {event.get('iteration')}"
+        return f"the mid-refinement audit of iteration {_say(event.get('iteration'))}"
     return "the final audit"
 
 
 def _patch_name(event: Mapping[str, Any]) -> str:
     if event.get("type") == "synthesized":
         return "the incremental patch"
-    return f"the patch of iteration {event.get('iteration')}"
+    return f"the patch of iteration {_say(event.get('iteration'))}"
 
 
 def _step_name(index: _Index, seq: Any) -> str:
-    event = index.by_seq.get(seq)
+    event, seq = index.by_seq.get(seq), _say(seq)
     if event is None:
         return f"step #{seq}"
     if event.get("type") == "synthesized":
         return f"step #{seq} (synthesis)"
     if event.get("type") == "patch_decided":
-        return f"step #{seq} (patch of iteration {event.get('iteration')})"
-    return f"step #{seq} ({event.get('type')})"
+        return f"step #{seq} (patch of iteration {_say(event.get('iteration'))})"
+    return f"step #{seq} ({_say(event.get('type'))})"
 
 
 def _added_text(index: _Index, rid: str, event: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
     trace, kind = index.trace, event.get("type")
     if kind == "synthesized" and event.get("mode") != "incremental":
-        mode = str(event.get("mode")).replace("_", "-")
+        mode = _say(event.get("mode")).replace("_", "-")
         return f"synthesized ({mode} synthesis)", ()
     if kind == "audit_applied":
         sources = _sources(event, rid)
@@ -464,7 +469,7 @@ def _removed_by_pruning(rid: str, event: Mapping[str, Any]) -> str:
         return f"pruned as harmful by rank_rules{why}"
     if reason == "weak_rules":
         return "pruned as weak (applied often, never right)"
-    return f"removed ({str(reason).replace('_', ' ')})"
+    return f"removed ({_say(reason).replace('_', ' ')})"
 
 
 def _removed_by_patch(
@@ -540,24 +545,24 @@ def _note_rejected(trace: Trace, rid: str, event: Mapping[str, Any]) -> tuple[st
     if event.get("outcome") != "rejected" or not isinstance(proposed, dict):
         return None
     if rid in _ids(proposed.get("removed")):
-        iteration = event.get("iteration")
+        iteration = _say(event.get("iteration"))
         return "kept", f"kept: the rejected patch of iteration {iteration} would have removed it"
     return None
 
 
 def _note_critic(trace: Trace, rid: str, event: Mapping[str, Any]) -> tuple[str, str] | None:
     if rid in _ids(event.get("rules_with_feedback")):
-        return "noted", f"the critic commented on it (iteration {event.get('iteration')})"
+        return "noted", f"the critic commented on it (iteration {_say(event.get('iteration'))})"
     return None
 
 
 def _note_refined(trace: Trace, rid: str, event: Mapping[str, Any]) -> tuple[str, str] | None:
-    reason = str(event.get("stop_reason")).replace("_", " ")
+    reason = _say(event.get("stop_reason")).replace("_", " ")
     return "kept", f"kept by refinement (stopped: {reason})"
 
 
 def _note_pruned(trace: Trace, rid: str, event: Mapping[str, Any]) -> tuple[str, str] | None:
-    reason = str(event.get("reason")).replace("_", " ")
+    reason = _say(event.get("reason")).replace("_", " ")
     return "kept", f"survived pruning ({reason})"
 
 

@@ -16,7 +16,7 @@ from rulechef_trace._text import clean, shorten
 from rulechef_trace.report.ancestry import RuleLineage
 from rulechef_trace.report.compare import MetricDelta, TraceDiff
 from rulechef_trace.report.kept_runs import History, HistoryRow
-from rulechef_trace.report.numbers import DASH, pct
+from rulechef_trace.report.numbers import DASH, known, pct
 from rulechef_trace.trace import Trace
 
 __all__ = ["render_diff", "render_history", "render_lineage"]
@@ -63,12 +63,14 @@ def render_lineage(trace: Trace, lineages: Sequence[RuleLineage]) -> str:
     """
     run = trace.run
     title = (
-        f"RULECHEF LINEAGE  {shorten(run.get('dataset'), 40)}  ({clean(run.get('kind'))}, "
+        f"RULECHEF LINEAGE  {shorten(known(run.get('dataset')), 40)}  "
+        f"({clean(known(run.get('kind')))}, "
         f"{clean(trace.status)}, {_plural(len(lineages), 'rule')})"
     )
     lines = _banner(
         title,
-        f"  Run {clean(str(run.get('id'))[:12])}   started {clean(run.get('started_at'))}",
+        f"  Run {shorten(known(run.get('id')), 12, marker='')}   "
+        f"started {clean(known(run.get('started_at')))}",
     )
     for item in lineages:
         lines.append("")
@@ -122,7 +124,7 @@ def render_diff(result: TraceDiff, labels: tuple[str, str] = ("A", "B")) -> str:
     for tag, label, s in (("A", labels[0], a), ("B", labels[1], b)):
         lines += [
             f"  {tag}  {clean(label)}",
-            f"     run {clean(s.run_id[:12])}, started {clean(s.started_at)}",
+            f"     run {shorten(s.run_id, 12, marker='')}, started {clean(known(s.started_at))}",
         ]
     lines += ["", f"  {'':<20}{'A':>14}{'B':>14}{'change':>12}"]
     lines += _diff_rows(result)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rulechef_trace.report._plain import Plain
-from rulechef_trace.report.numbers import number, whole
+from rulechef_trace.report.numbers import known, number, whole
 from rulechef_trace.trace import Trace
 
 __all__ = ["METRICS", "MetricDelta", "RunSummary", "TraceDiff", "diff", "summarize"]
@@ -65,9 +65,9 @@ def summarize(trace: Trace) -> RunSummary:
     run = trace.run
     outcomes = [e.get("outcome") for e in trace.events_of("patch_decided")]
     return RunSummary(
-        run_id=str(run.get("id")),
-        dataset=str(run.get("dataset")),
-        kind=str(run.get("kind")),
+        run_id=str(known(run.get("id"))),
+        dataset=str(known(run.get("dataset"))),
+        kind=str(known(run.get("kind"))),
         status=trace.status,
         started_at=run["started_at"] if isinstance(run.get("started_at"), str) else None,
         duration_s=number(run.get("duration_s")),

@@ -9,9 +9,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["DASH", "number", "pct", "points", "seconds", "whole"]
+__all__ = ["DASH", "known", "number", "pct", "points", "seconds", "whole"]
 
 DASH = "—"
+
+
+def known(value: Any) -> Any:
+    """``value``, or an em dash when it is missing (None or empty), so no ``None`` is shown."""
+    return DASH if value is None or value == "" else value
 
 
 def number(value: Any) -> float | None:

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from rulechef_trace._text import clean, shorten
 from rulechef_trace.report.describe import ODD, Line, Name, describe, story
-from rulechef_trace.report.numbers import DASH, number, pct, seconds
+from rulechef_trace.report.numbers import DASH, known, number, pct, seconds
 from rulechef_trace.trace import Trace, load_trace
 
 __all__ = [
@@ -79,12 +79,14 @@ def header_lines(trace: Trace) -> list[str]:
     )
     return [
         _RULE,
-        f"RULECHEF TRACE  {shorten(run.get('dataset'), 40)}  ({clean(run.get('kind'))}, {state})",
+        f"RULECHEF TRACE  {shorten(known(run.get('dataset')), 40)}  "
+        f"({clean(known(run.get('kind')))}, {state})",
         _RULE,
-        f"  Task: {shorten(run.get('task'), 30)} ({clean(run.get('task_type'))})   "
+        f"  Task: {shorten(known(run.get('task')), 30)} ({clean(known(run.get('task_type')))})   "
         f"coordinator: {shorten(coordinator or DASH, 30)}",
-        f"  Started {clean(run.get('started_at'))}   rulechef {clean(run.get('rulechef_version'))}"
-        f"   run {clean(str(run.get('id'))[:8])}",
+        f"  Started {clean(known(run.get('started_at')))}   "
+        f"rulechef {clean(known(run.get('rulechef_version')))}"
+        f"   run {shorten(known(run.get('id')), 8, marker='')}",
         "",
         f"{'seq':>3} {'time':>6} {'rules':>5}  step",
         "-" * WIDTH,
@@ -122,7 +124,9 @@ def footer_lines(trace: Trace) -> list[str]:
         )
         lines += _metric_lines(metrics)
     for rule in rules:
-        lines.append(f"    - {shorten(str(rule.get('name')), 40):<40} {clean(rule.get('id'))}")
+        lines.append(
+            f"    - {shorten(str(rule.get('name')), 40):<40} {clean(known(rule.get('id')))}"
+        )
     error = trace.run.get("error")
     if isinstance(error, Mapping):
         lines.append(f"  Error: {clean(error.get('type'))}: {clean(error.get('message'))}")

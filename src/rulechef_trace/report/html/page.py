@@ -29,7 +29,7 @@ from rulechef_trace.report.html.charts import (
     rule_counts,
 )
 from rulechef_trace.report.kept_runs import History, HistoryRow, history
-from rulechef_trace.report.numbers import DASH, number, pct, seconds
+from rulechef_trace.report.numbers import DASH, known, number, pct, seconds
 from rulechef_trace.trace import Trace, TraceError, load_trace
 
 __all__ = ["render_html", "write_html"]
@@ -58,7 +58,7 @@ def _line(line: Line) -> str:
 
 
 def _or_dash(value: Any) -> str:
-    return DASH if value is None or value == "" else str(value)
+    return str(known(value))
 
 
 @functools.lru_cache(maxsize=1)
@@ -186,7 +186,8 @@ def _table(css: str, head: str, rows: Iterable[str]) -> str:
 
 def _trace_page(trace: Trace) -> str:
     run = trace.run
-    title = f"rulechef trace · {shorten(run.get('dataset'), 60)} · {clean(run.get('kind'))}"
+    dataset, kind = shorten(_or_dash(run.get("dataset")), 60), _or_dash(run.get("kind"))
+    title = f"rulechef trace · {dataset} · {kind}"
     body = [
         *_run_header(trace),
         "<h2>F1 and precision per iteration</h2>",
@@ -215,11 +216,11 @@ def _run_header(trace: Trace) -> list[str]:
         f"rulechef {_or_dash(run.get('rulechef_version'))}",
         f"coordinator {_or_dash(coordinator)}",
         f"started {_or_dash(run.get('started_at'))}",
-        f"run {str(run.get('id'))[:12]}",
+        f"run {str(_or_dash(run.get('id')))[:12]}",
     ]
     lines = [
-        f"<h1>RULECHEF TRACE <small>{_name(run.get('dataset'))}</small></h1>",
-        f'<p class="meta">{_badge(run.get("kind"), "kind")} {_badge(trace.status)} '
+        f"<h1>RULECHEF TRACE <small>{_name(_or_dash(run.get('dataset')))}</small></h1>",
+        f'<p class="meta">{_badge(_or_dash(run.get("kind")), "kind")} {_badge(trace.status)} '
         + "".join(f"<span>{_e(m)}</span>" for m in meta)
         + "</p>",
     ]
