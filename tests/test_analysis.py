@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from rulechef_trace import Trace, TraceError, record_trace
-from rulechef_trace.analysis import (
+from rulechef_trace import Trace, TraceError, record_trace, validate
+from rulechef_trace.report import (
     RuleLineage,
     UnknownRuleError,
     diff,
@@ -17,12 +21,13 @@ from rulechef_trace.analysis import (
     lineage,
     render_diff,
     render_history,
+    render_html,
     render_lineage,
     resolve_rule,
     summarize,
 )
 from tests.scripted import FIX_ALL, ScriptedLLM, make_chef
-from tests.trace_factory import Traces, make_traces
+from tests.trace_factory import Traces, make_traces, merge_dag_trace
 
 
 @pytest.fixture(scope="module")
@@ -328,3 +333,79 @@ def test_summaries_of_loaded_traces_match(traces: Traces) -> None:
 
     loaded: Trace = load_trace(traces.file_of(traces.story))
     assert summarize(loaded) == summarize(traces.story)
+
+
+# --- bounds: any merge graph in linear time and memory ---------------------------------
+
+
+def told_in_full(items: list[RuleLineage]) -> list[str]:
+    """Ids of every lineage node told in full (not a reference), walked without recursion."""
+    found, stack = [], list(items)
+    while stack:
+        item = stack.pop()
+        if not item.shown_above:
+            found.append(item.rule_id)
+        stack.extend(item.parents)
+    return found
+
+
+def test_lineage_of_a_40_level_merge_dag_takes_under_a_second() -> None:
+    """Two rules merged into two new ones 40 times: every rule told once, in well under 1 s."""
+    trace = merge_dag_trace(40)
+    assert validate(trace) == []
+    started = time.perf_counter()
+    found = lineage(trace)
+    text = render_lineage(trace, found)
+    page = render_html(trace)
+    assert time.perf_counter() - started < 1.0
+    told = told_in_full(found)
+    assert sorted(told) == sorted(trace["rules"]) and len(told) == len(set(told)) == 82
+    (a40, b40) = found
+    assert [p.rule_id for p in a40.parents] == ["a39", "b39"]
+    assert all(p.shown_above and not p.steps for p in b40.parents)
+    assert "(its story is told above)" in text and "told above" in page
+    assert_fits(text)
+
+
+def test_a_3000_deep_merge_chain_needs_no_recursion() -> None:
+    """Ancestry 3,000 merges deep is walked, rendered and turned into dicts without recursion."""
+    trace = merge_dag_trace(3000, width=1)
+    assert validate(trace) == []
+    (found,) = lineage(trace)
+    data = found.to_dict()
+    depth = 0
+    while data["parents"]:
+        data, depth = data["parents"][0], depth + 1
+    assert depth == 3000 and data["rule_id"] == "a0"
+    assert render_lineage(trace, [found]).count("└ merged from") == 3000
+    assert render_html(trace).count('class="lineage d') == 3000 + 1
+
+
+_BIG = """
+import json, resource, sys, time
+from tests.trace_factory import big_trace
+from rulechef_trace.report import lineage, render_html
+trace = big_trace(5000, 5000)
+started = time.perf_counter()
+found = lineage(trace)
+page = render_html(trace)
+took = time.perf_counter() - started
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"events": len(trace.events), "rules": len(found), "seconds": took, "rss": rss}))
+"""
+
+
+def test_a_5000_rule_5000_event_trace_reads_in_seconds_and_bounded_memory() -> None:
+    """lineage and html of 5,000 rules over 5,000 events: under 5 s, the process under 500 MB."""
+    done = subprocess.run(
+        [sys.executable, "-c", _BIG],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    measured = json.loads(done.stdout)
+    assert measured["events"] >= 4995 and measured["rules"] == 5000
+    assert measured["seconds"] < 5.0, measured
+    assert measured["rss"] < 500 * 2**20, measured

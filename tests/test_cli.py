@@ -114,6 +114,29 @@ def test_show(capsys: pytest.CaptureFixture[str], traces: Traces) -> None:
     assert "patch 2 REJECTED" in out and "\x1b[" not in out
 
 
+def test_show_of_a_stream_mid_run_says_it_is_still_running(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A .trace.jsonl without its finalized line is shown as running, never as final."""
+    from rulechef_trace import record_trace
+    from tests.scripted import FIX_ALL, ScriptedLLM, make_chef
+
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
+    with record_trace(chef, stream=True):
+        chef.learn_rules(max_refinement_iterations=2)
+    stream = tmp_path / "reviews.trace.jsonl"
+    lines = stream.read_bytes().splitlines(keepends=True)
+    cut = tmp_path / "running.trace.jsonl"
+    cut.write_bytes(b"".join(lines[:-2]))
+    code, out, err = run_main(capsys, "show", cut)
+    assert (code, err) == (0, "")
+    assert "RULECHEF TRACE  reviews  (learn, still running, or stopped before its end)" in out
+    assert "Not finished: no finalized event" in out and "Rules so far: " in out
+    assert "Final" not in out
+    code, out, _ = run_main(capsys, "show", stream)
+    assert code == 0 and "Final: " in out and "still running" not in out
+
+
 def test_show_json_prints_the_normalised_trace(
     capsys: pytest.CaptureFixture[str], traces: Traces
 ) -> None:
@@ -282,9 +305,9 @@ def fake_html(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, str | None]]:
         target.write_text("<html></html>")
         return target
 
-    module = types.ModuleType("rulechef_trace.html")
+    module = types.ModuleType("rulechef_trace.report.html")
     module.write_html = write_html  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "rulechef_trace.html", module)
+    monkeypatch.setitem(sys.modules, "rulechef_trace.report.html", module)
     return calls
 
 
@@ -314,12 +337,12 @@ def test_html_of_a_missing_source(
 def test_html_without_the_module(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, traces: Traces
 ) -> None:
-    monkeypatch.setitem(sys.modules, "rulechef_trace.html", None)
+    monkeypatch.setitem(sys.modules, "rulechef_trace.report.html", None)
     code, _, err = run_main(capsys, "html", traces.file_of(traces.story))
     assert code == 2
     assert (
         err == f"{ERROR}the HTML report is not available in this installation "
-        "(rulechef_trace.html is missing)\n"
+        "(rulechef_trace.report.html is missing)\n"
     )
 
 
@@ -507,8 +530,8 @@ def test_script_demo(script: Path, tmp_path: Path) -> None:
 def test_script_html(script: Path, tmp_path: Path, traces: Traces) -> None:
     import importlib.util
 
-    if importlib.util.find_spec("rulechef_trace.html") is None:
-        pytest.skip("rulechef_trace.html is not part of this checkout yet")
+    if importlib.util.find_spec("rulechef_trace.report.html") is None:
+        pytest.skip("rulechef_trace.report.html is not part of this checkout yet")
     out_file = tmp_path / "report.html"
     done = run_script(script, "html", traces.file_of(traces.story), "-o", out_file)
     assert done.returncode == 0, done.stderr

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from rulechef_trace import ALL_SIGNALS, analysis, html, otel, render
+from rulechef_trace import ALL_SIGNALS, otel
 from rulechef_trace.events import CATALOGUE, EVENT_TYPES, RULE_MOVES, EventType, by_name
+from rulechef_trace.report.ancestry import NOTES
+from rulechef_trace.report.describe import DESCRIBERS
 from rulechef_trace.trace import EVENT_TYPES as TRACE_EVENT_TYPES
 
 
@@ -31,10 +33,9 @@ def _schema_required() -> dict[str, list[str]]:
 def reader_gaps(catalogue: Iterable[EventType]) -> list[str]:
     """Name every (reader, event type) pair the readers lack, and schema mismatches."""
     readers = {
-        "story (render._RENDERERS)": set(render._RENDERERS),
-        "html (html._DESCRIBE)": set(html._DESCRIBE),
+        "story and html (describe.DESCRIBERS)": set(DESCRIBERS),
         "otel (otel._HANDLERS)": set(otel._HANDLERS) | set(otel._LIFECYCLE),
-        "lineage (analysis._NOTES)": set(analysis._NOTES) | set(analysis._NOT_NOTED),
+        "lineage (ancestry.NOTES)": set(NOTES),
     }
     required = _schema_required()
     gaps = []
@@ -52,17 +53,26 @@ def reader_gaps(catalogue: Iterable[EventType]) -> list[str]:
 
 
 def test_every_reader_has_an_entry_for_every_event_type() -> None:
+    """The describers, the OTel handlers, the lineage notes and the schema cover the catalogue."""
     assert reader_gaps(CATALOGUE) == []
 
 
+def test_no_reader_keeps_an_entry_the_catalogue_lacks() -> None:
+    """A renamed or removed event type leaves no stale entry in a reader's table."""
+    declared = set(EVENT_TYPES)
+    assert set(DESCRIBERS) - declared == set()
+    assert set(NOTES) - declared == set()
+    assert (set(otel._HANDLERS) | set(otel._LIFECYCLE)) - declared == set()
+
+
 def test_a_forgotten_event_type_is_named_for_each_reader() -> None:
+    """An event type added to the catalogue alone is reported for every reader."""
     fake = EventType("rules_teleported", "Rules moved by magic.", True, RULE_MOVES)
     gaps = reader_gaps((*CATALOGUE, fake))
     assert [g for g in gaps if "rules_teleported" in g] == [
-        "story (render._RENDERERS) lacks rules_teleported",
-        "html (html._DESCRIBE) lacks rules_teleported",
+        "story and html (describe.DESCRIBERS) lacks rules_teleported",
         "otel (otel._HANDLERS) lacks rules_teleported",
-        "lineage (analysis._NOTES) lacks rules_teleported",
+        "lineage (ancestry.NOTES) lacks rules_teleported",
         "schema lacks rules_teleported",
     ]
 

@@ -119,3 +119,24 @@ def test_safe_str_of_object_with_broken_str() -> None:
 
     assert safe_str(Broken()).startswith("<unprintable Broken")
     assert clean(Broken()).startswith("<unprintable Broken")
+
+
+@PROPS
+@given(ANY_TEXT | st.text(alphabet=st.characters(max_codepoint=0x2100), max_size=40), st.booleans())
+def test_clean_escapes_exactly_the_characters_is_unsafe_names(text: str, newlines: bool) -> None:
+    """The fast scan in clean() and the per-character rule is_unsafe() agree on every character."""
+    expected = "".join(
+        (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        if is_unsafe(c, newlines=newlines)
+        else c
+        for c in text
+    )
+    assert clean(text, newlines=newlines) == expected
+
+
+def test_every_unsafe_code_point_is_escaped() -> None:
+    """Each of the 0x0000-0x2100 code points is escaped by clean() iff is_unsafe() says so."""
+    for code in range(0x2100):
+        char = chr(code)
+        assert (clean(char) != char) == is_unsafe(char), hex(code)
+        assert (clean(char, newlines=True) != char) == is_unsafe(char, newlines=True), hex(code)

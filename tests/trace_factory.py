@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rulechef_trace import Trace, record_trace
+from rulechef_trace import Trace, build_trace, record_trace
 from tests.scripted import (
     BREAK,
     FIX_ALL,
@@ -113,3 +113,141 @@ def make_traces(root: Path) -> Traces:
     pruned = prune_run(chef, storage)
     restore = restore_run(root / "c", storage)
     return Traces(storage, story, simple, pruned, restore)
+
+
+# --- synthetic traces (no rulechef run): shapes a real run rarely reaches ----------
+
+
+class _Events:
+    """Numbered events of one synthetic run, ready for ``build_trace``."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, type: str, **fields: Any) -> None:
+        seq = len(self.items) + 1
+        self.items.append(
+            {"type": type, "run_id": "synthetic", "seq": seq, "t": seq / 100, **fields}
+        )
+
+    def start(self, dataset: str) -> None:
+        self.add(
+            "run_started",
+            kind="learn",
+            dataset=dataset,
+            task=dataset,
+            task_type="classification",
+            started_at="2026-01-01T00:00:00.000Z",
+            rulechef_version="0.2.2",
+            params={},
+            coordinator=None,
+            storage_path=None,
+            rules=[],
+        )
+
+    def finish(self, rules: list[str], metrics: dict[str, Any] | None = None) -> Trace:
+        self.add(
+            "finalized",
+            status="completed",
+            error=None,
+            ended_at="2026-01-01T00:01:00.000Z",
+            duration_s=60.0,
+            rules=list(rules),
+            metrics=metrics,
+        )
+        return build_trace(self.items)
+
+
+def _named(ids: list[str]) -> dict[str, str]:
+    return {rid: f"rule {rid}" for rid in ids}
+
+
+def merge_dag_trace(levels: int, width: int = 2) -> Trace:
+    """A valid trace whose audits merge ``width`` rules into ``width`` new ones, ``levels`` times.
+
+    Every rule of level i is merged from all rules of level i - 1: with the
+    default width of 2 the number of paths back to synthesis doubles at each
+    level; a width of 1 is a plain merge chain ``levels`` deep.
+    """
+    letters = "abcdefgh"[:width]
+    run = _Events()
+    run.start("dag")
+    first = [f"{x}0" for x in letters]
+    run.add(
+        "synthesized",
+        mode="per_class",
+        count=width,
+        data={"examples": width},
+        added=first,
+        removed=[],
+        rules_after=first,
+        rule_names=_named(first),
+    )
+    for i in range(1, levels + 1):
+        old, new = [f"{x}{i - 1}" for x in letters], [f"{x}{i}" for x in letters]
+        run.add(
+            "audit_applied",
+            stage="mid_refinement",
+            iteration=i,
+            actions=[{"action": "merge", "sources": old, "result": rid} for rid in new],
+            skipped=[],
+            reverted=False,
+            added=new,
+            removed=old,
+            rules_after=new,
+            rule_names=_named(new),
+        )
+    return run.finish([f"{x}{levels}" for x in letters])
+
+
+def big_trace(rules: int, events: int) -> Trace:
+    """A valid trace of ``rules`` synthesized rules and about ``events`` events.
+
+    After synthesis, iterations alternate with accepted patches that each
+    replace one rule by a new one; every patch carries the whole rule list in
+    ``rules_after``, as real patches do.
+    """
+    run = _Events()
+    run.start("big")
+    current = [f"r{i:05d}" for i in range(rules)]
+    run.add(
+        "synthesized",
+        mode="bulk",
+        count=rules,
+        data={"examples": rules},
+        added=list(current),
+        removed=[],
+        rules_after=list(current),
+        rule_names=_named(current),
+    )
+    iterations = max((events - 5) // 2, 1)
+    metrics = {"f1": 0.5, "precision": 0.6, "recall": 0.4, "failures": 9}
+    for i in range(1, iterations + 1):
+        run.add("iteration_evaluated", iteration=i, max_iterations=iterations, metrics=metrics)
+        old, new = current[i % rules], f"p{i:05d}"
+        current[i % rules] = new
+        run.add(
+            "patch_decided",
+            iteration=i,
+            outcome="accepted",
+            accepted=True,
+            metrics_before=metrics,
+            metrics_after=metrics,
+            replaced=[{"old": old, "new": new}],
+            added=[new],
+            removed=[old],
+            rules_after=list(current),
+            rule_names={new: f"rule {old}"},
+        )
+    unchanged = {"added": [], "removed": [], "rules_after": list(current)}
+    run.add(
+        "refined",
+        iterations=iterations,
+        max_iterations=iterations,
+        stop_reason="max_iterations",
+        kept_earlier=False,
+        metrics=metrics,
+        **unchanged,
+    )
+    run.add("audit_applied", stage="final", actions=[], skipped=[], reverted=False, **unchanged)
+    return run.finish(current, metrics)

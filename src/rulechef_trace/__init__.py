@@ -6,7 +6,7 @@ Connect a receiver to any signal below (plain blinker ``connect``) or use
 
 from rulechef_trace import _capture  # noqa: F401  (wires the hooks to the signals)
 from rulechef_trace.recorder import TraceRecorder, record_trace
-from rulechef_trace.render import print_trace, render_trace
+from rulechef_trace.report.text import print_trace, render_trace
 from rulechef_trace.signals import (
     ALL_SIGNALS,
     audit_applied,

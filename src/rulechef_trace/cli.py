@@ -24,7 +24,8 @@ import orjson
 
 from rulechef_trace import __version__
 from rulechef_trace._text import clean, is_unsafe
-from rulechef_trace.analysis import (
+from rulechef_trace.demo import DEFAULT_DIR, DemoDataError, run_demo
+from rulechef_trace.report import (
     UnknownRuleError,
     diff,
     history,
@@ -32,9 +33,8 @@ from rulechef_trace.analysis import (
     render_diff,
     render_history,
     render_lineage,
+    render_trace,
 )
-from rulechef_trace.demo import DEFAULT_DIR, DemoDataError, run_demo
-from rulechef_trace.render import render_trace
 from rulechef_trace.trace import TraceError, load_trace
 
 __all__ = ["build_parser", "colourize", "main", "wants_colour"]
@@ -235,12 +235,13 @@ def _validate_one(path: str) -> int:
 
 
 def _html_writer() -> Callable[[Path, str | None], Path]:
-    """``rulechef_trace.html.write_html``, imported only when the verb runs."""
+    """``rulechef_trace.report.html.write_html``, imported only when the verb runs."""
     try:
-        from rulechef_trace.html import write_html
+        from rulechef_trace.report.html import write_html
     except ImportError:
         raise UsageError(
-            "the HTML report is not available in this installation (rulechef_trace.html is missing)"
+            "the HTML report is not available in this installation"
+            " (rulechef_trace.report.html is missing)"
         ) from None
     return write_html
 

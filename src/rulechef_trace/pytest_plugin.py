@@ -26,7 +26,7 @@ from blinker import ANY
 
 from rulechef_trace import signals as sig
 from rulechef_trace.recorder import TraceRecorder
-from rulechef_trace.render import render_trace
+from rulechef_trace.report.text import render_trace
 from rulechef_trace.trace import EVENT_TYPES, Trace
 
 __all__ = ["RuleTrace", "rule_trace"]

@@ -1,0 +1,323 @@
+"""One describer per event type: what each event says, as plain lines of parts.
+
+The text story (:mod:`rulechef_trace.report.text`) and the HTML step table
+(:mod:`rulechef_trace.report.html`) both render these lines, so the two cannot
+drift. A line is a tuple of parts: plain text, or a :class:`Name` (a rule name
+or label that an LLM or a data set chose), which each renderer sanitises and,
+on a terminal, cuts to its width. :data:`DESCRIBERS` has one entry per event
+type of :data:`rulechef_trace.events.CATALOGUE`; a test checks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rulechef_trace.report.numbers import number, pct, points, whole
+from rulechef_trace.trace import Trace
+
+__all__ = ["DESCRIBERS", "Line", "Name", "Part", "Row", "Step", "describe", "story"]
+
+NAME = 28  # terminal columns of a rule name shown on its own
+LISTED = 24  # terminal columns of each name in a list of names
+
+
+@dataclass(frozen=True)
+class Name:
+    """A name or label chosen by an LLM or a data set: renderers sanitise it.
+
+    Attributes:
+        value: The name as the trace has it.
+        width: At most this many terminal columns in the text story.
+    """
+
+    value: str
+    width: int = NAME
+
+
+Part = str | Name
+Line = tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one event says.
+
+    Attributes:
+        lines: The head line, then detail lines; none when the event says
+            nothing worth a line (a critic that did not run).
+        outcome: ``accepted``, ``rejected`` or ``empty`` for a patch (renderers
+            may colour it), else empty.
+        fold: When set, the event carries no more than this: it is appended
+            to the iteration line before it instead of taking a line.
+    """
+
+    lines: tuple[Line, ...] = ()
+    outcome: str = ""
+    fold: Line | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the story: an event and the lines shown for it (folds included)."""
+
+    event: Mapping[str, Any]
+    lines: tuple[Line, ...]
+    outcome: str = ""
+
+
+def _ids(value: Any) -> list[str]:
+    return [str(rid) for rid in value] if isinstance(value, list) else []
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _mappings(value: Any) -> list[Mapping[str, Any]]:
+    return [item for item in value if isinstance(item, Mapping)] if isinstance(value, list) else []
+
+
+def _text(value: Any, unknown: str = "?") -> str:
+    return unknown if value is None else str(value)
+
+
+def _count(value: Any) -> str:
+    found = whole(value)
+    return "?" if found is None else str(found)
+
+
+def names(trace: Trace, ids: Any, limit: int = 4) -> Line:
+    """The names of rules, the first ``limit`` of them, then how many more."""
+    found = _ids(ids)
+    parts: list[Part] = []
+    for rid in found[:limit]:
+        parts += (
+            [", ", Name(trace.name_of(rid), LISTED)]
+            if parts
+            else [Name(trace.name_of(rid), LISTED)]
+        )
+    if len(found) > limit:
+        parts.append(f" +{len(found) - limit} more")
+    return tuple(parts)
+
+
+def change(event: Mapping[str, Any]) -> str:
+    """``+added −removed`` of a rule-moving event."""
+    return f"+{len(_ids(event.get('added')))} −{len(_ids(event.get('removed')))}"
+
+
+def metrics_move(before: Any, after: Any) -> str:
+    """``F1 a → b, P c → d`` between two metric dicts."""
+    before, after = _mapping(before), _mapping(after)
+    return (
+        f"F1 {pct(before.get('f1'))} → {pct(after.get('f1'))}, "
+        f"P {pct(before.get('precision'))} → {pct(after.get('precision'))}"
+    )
+
+
+def _merge_notes(t: Trace, e: Mapping[str, Any]) -> list[Line]:
+    notes: list[Line] = []
+    for pair in _mappings(e.get("replaced")):
+        old, new = _text(pair.get("old")), _text(pair.get("new"))
+        notes.append(("replaced ", Name(t.name_of(old)), f" ({old}) by {new}"))
+    for key, verb in (
+        ("deleted", "deleted "),
+        ("collapsed", "collapsed (duplicate names) "),
+        ("deduped", "deduplicated "),
+    ):
+        if _ids(e.get(key)):
+            notes.append((verb, *names(t, e.get(key))))
+    return notes
+
+
+def _run_started(t: Trace, e: Mapping[str, Any]) -> Step:
+    return Step(((f"run started with {len(_ids(e.get('rules')))} rules",),))
+
+
+def _synthesized(t: Trace, e: Mapping[str, Any]) -> Step:
+    data = _mapping(e.get("data"))
+    corrections = whole(data.get("corrections")) or 0
+    extra = f" + {corrections} corrections" if corrections else ""
+    head = (
+        f"synthesized ({_text(e.get('mode'))}): {_count(e.get('count'))} rules from "
+        f"{_count(data.get('examples'))} examples{extra}; {change(e)}"
+    )
+    return Step(((head,), *_merge_notes(t, e)))
+
+
+def _iteration(t: Trace, e: Mapping[str, Any]) -> Step:
+    m = _mapping(e.get("metrics"))
+    failures = whole(m.get("failures"))
+    head = (
+        f"iteration {_count(e.get('iteration'))}/{_count(e.get('max_iterations'))}: "
+        f"F1 {pct(m.get('f1'))} P {pct(m.get('precision'))} R {pct(m.get('recall'))}"
+    )
+    return Step(((head + (f", {failures} failures" if failures is not None else ""),),))
+
+
+def _critic_enabled(t: Trace) -> bool:
+    return _mapping(t.run.get("coordinator")).get("enable_critic") is True
+
+
+def _critiqued(t: Trace, e: Mapping[str, Any]) -> Step:
+    if not e.get("returned"):
+        # rulechef asks every coordinator; one whose critic is off answers None.
+        return Step((("critic: returned no critique",),)) if _critic_enabled(t) else Step()
+    guidance = ", task guidance" if e.get("task_guidance") else ""
+    rules = len(_ids(e.get("rules_with_feedback")))
+    return Step(((f"critic: feedback on {rules} rules{guidance}",),))
+
+
+def _guided(t: Trace, e: Mapping[str, Any]) -> Step:
+    go_on = bool(e.get("should_continue"))
+    verdict = "go on" if go_on else "STOP"
+    chars = whole(e.get("guidance_chars")) or 0
+    if chars:
+        return Step(((f"coordinator guidance: {verdict} ({chars} chars of advice)",),))
+    return Step(
+        ((f"coordinator guidance: {verdict} (no advice)",),), fold=("go on",) if go_on else None
+    )
+
+
+def _patch(t: Trace, e: Mapping[str, Any]) -> Step:
+    outcome = _text(e.get("outcome"))
+    css = outcome if outcome in ("accepted", "rejected", "empty") else ""
+    head = f"patch {_count(e.get('iteration'))} {outcome.upper()}"
+    if outcome == "empty":
+        failures = whole(_mapping(e.get("failures")).get("count"))
+        to_fix = f" ({failures} failures to fix)" if failures is not None else ""
+        return Step(((f"{head}: the LLM proposed nothing{to_fix}",),), css)
+    where = " on dev" if e.get("on_dev") else ""
+    lines: list[Line] = [
+        (f"{head}{where}: {metrics_move(e.get('metrics_before'), e.get('metrics_after'))}",)
+    ]
+    if outcome == "accepted":
+        added = names(t, e.get("added"))
+        lines.append((f"{change(e)}: added ", *added) if added else (change(e),))
+        lines += _merge_notes(t, e)
+    else:
+        proposed = _mapping(e.get("proposed"))
+        listed = names(t, proposed.get("added"))
+        named: Line = (" (", *listed, ")") if listed else ()
+        lines.append(("proposed ", change(proposed), *named, "; rules unchanged"))
+    return Step(tuple(lines), css)
+
+
+def _audit_action(t: Trace, action: Mapping[str, Any]) -> Line:
+    if action.get("action") == "merge":
+        result = action.get("result")
+        into: Line = (
+            (Name(t.name_of(str(result))), f" ({result})") if result else ("a rule (discarded)",)
+        )
+        return ("merged ", *names(t, action.get("sources")), " → ", *into)
+    return ("removed ", *names(t, action.get("rules")))
+
+
+def _audit(t: Trace, e: Mapping[str, Any]) -> Step:
+    head = f"audit ({'mid-refinement' if e.get('stage') == 'mid_refinement' else 'final'})"
+    actions, skipped = _mappings(e.get("actions")), _mappings(e.get("skipped"))
+    if not actions and not skipped:
+        return Step(((f"{head}: no actions proposed",),))
+    lines: list[Line] = [(f"{head}: {len(actions)} applied, {len(skipped)} skipped  {change(e)}",)]
+    measured = all(
+        number(_mapping(e.get(key)).get("f1")) is not None
+        for key in ("metrics_before", "metrics_after")
+    )
+    move = metrics_move(e.get("metrics_before"), e.get("metrics_after"))
+    if measured and not e.get("reverted"):
+        lines.append((move,))
+    lines += [_audit_action(t, a) for a in actions]
+    for s in skipped:
+        why = _text(s.get("why"), "no reason given")
+        lines.append(
+            ("skipped ", _text(s.get("action")), " of ", *names(t, s.get("rules")), f": {why}")
+        )
+    if e.get("reverted"):
+        lines.append((f"REVERTED by the F1 safety net ({move})",))
+    return Step(tuple(lines))
+
+
+def _pruned(t: Trace, e: Mapping[str, Any]) -> Step:
+    reason = _text(e.get("reason")).replace("_", " ")
+    removed = _ids(e.get("removed"))
+    listed = names(t, removed) or ("none",)
+    lines: list[Line] = [(f"pruned {len(removed)} ({reason}): ", *listed)]
+    for rid, delta in _mapping(e.get("marginal_f1")).items():
+        lines.append((Name(t.name_of(str(rid))), f": marginal F1 {points(delta)}"))
+    return Step(tuple(lines))
+
+
+def _refined(t: Trace, e: Mapping[str, Any]) -> Step:
+    m = _mapping(e.get("metrics"))
+    reason = _text(e.get("stop_reason")).replace("_", " ")
+    head = (
+        f"refined: {reason} at iteration {_count(e.get('iterations'))}/"
+        f"{_count(e.get('max_iterations'))}, best F1 {pct(m.get('f1'))}"
+    )
+    if not e.get("kept_earlier"):
+        return Step(((head,),))
+    kept = e.get("kept_iteration")
+    source = "synthesis" if kept == 0 else f"iteration {_count(kept)}"
+    kept_line = (
+        f"kept the earlier rules of step #{_count(e.get('kept_seq'))} ({source})  {change(e)}"
+    )
+    return Step(((head,), (kept_line,)))
+
+
+def _finalized(t: Trace, e: Mapping[str, Any]) -> Step:
+    error = _mapping(e.get("error"))
+    suffix = f": {_text(error.get('type'))}: {_text(error.get('message'), '')}" if error else ""
+    f1 = _mapping(e.get("metrics")).get("f1")
+    score = f", F1 {pct(f1)}" if f1 is not None else ""
+    rules = len(_ids(e.get("rules")))
+    return Step(((f"finalized: {_text(e.get('status'))}, {rules} rules{score}{suffix}",),))
+
+
+Describer = Callable[[Trace, Mapping[str, Any]], Step]
+
+#: One describer per event type of the catalogue (tests/test_event_catalogue.py checks it).
+DESCRIBERS: dict[str, Describer] = {
+    "run_started": _run_started,
+    "synthesized": _synthesized,
+    "iteration_evaluated": _iteration,
+    "critiqued": _critiqued,
+    "guided": _guided,
+    "patch_decided": _patch,
+    "audit_applied": _audit,
+    "pruned": _pruned,
+    "refined": _refined,
+    "finalized": _finalized,
+}
+
+# A trace may come from another version or another writer: odd fields never stop the story.
+ODD = (AttributeError, KeyError, TypeError, ValueError, IndexError)
+
+
+def describe(trace: Trace, event: Mapping[str, Any]) -> Step:
+    """What one event says, by the describer of its type (never raises on odd fields)."""
+    kind = _text(event.get("type"))
+    describer = DESCRIBERS.get(kind)
+    if describer is None:
+        return Step(((kind, " (unknown event type)"),))
+    try:
+        return describer(trace, event)
+    except ODD:
+        return Step(((kind, " (details unreadable)"),))
+
+
+def story(trace: Trace) -> list[Row]:
+    """The rows of a trace's story: events that say nothing are left out, folds applied."""
+    rows: list[Row] = []
+    for event in trace.events:
+        step = describe(trace, event)
+        if not step.lines:
+            continue
+        last = rows[-1] if rows else None
+        if step.fold is not None and last and last.event.get("type") == "iteration_evaluated":
+            head = (*last.lines[0], "; ", *step.fold)
+            rows[-1] = Row(last.event, (head, *last.lines[1:]), last.outcome)
+            continue
+        rows.append(Row(event, step.lines, step.outcome))
+    return rows
