@@ -411,7 +411,8 @@ def test_history_page_charts_f1_per_kept_run(tmp_path):
         )
         quiet(chef.rank_rules, prune=True, verbose=False)
     runs = sorted((tmp_path / "reviews.traces").glob("*.trace.json"))
-    assert len(runs) == 4
+    kinds = [load_trace(p).run["kind"] for p in runs]
+    assert kinds == ["learn", "learn", "learn", "edit", "rank_rules"]
     page = Page(render_html(tmp_path))
     learned = [load_trace(p) for p in runs if load_trace(p).run["kind"] == "learn"]
     for drawing in DRAWINGS:

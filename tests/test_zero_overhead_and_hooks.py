@@ -38,6 +38,8 @@ ORIGINALS = {
         (RuleLearner, "_evaluate_rules"),
         (RuleChef, "evaluate"),
         (RuleChef, "rank_rules"),
+        (RuleChef, "delete_rule"),
+        (RuleChef, "load_rules"),
     ]
 }
 

@@ -430,6 +430,8 @@ def _added_text(index: _Index, rid: str, event: Mapping[str, Any]) -> tuple[str,
         if olds:
             text += ", replacing the earlier " + ", ".join(_label(trace, o) for o in olds)
         return text, tuple(olds)
+    if kind == "rules_edited":
+        return f"added by {_say(event.get('method'))}()", ()
     return f"added ({kind})", ()
 
 
@@ -444,6 +446,8 @@ def _removed_text(index: _Index, rid: str, event: Mapping[str, Any]) -> tuple[st
         return f"dropped: refinement went back to the rules of {best}", ()
     if kind == "synthesized" and event.get("mode") != "incremental":
         return "dropped: a full re-synthesis replaced every rule", ()
+    if kind == "rules_edited":
+        return f"removed by {_say(event.get('method'))}()", ()
     return _removed_by_patch(index.trace, rid, event)
 
 
@@ -571,6 +575,7 @@ _SILENT = Note()
 #: One entry per event type of the catalogue (tests/test_event_catalogue.py checks it).
 NOTES: dict[str, Note] = {
     "run_started": _SILENT,
+    "llm_called": _SILENT,
     "synthesized": _SILENT,
     "iteration_evaluated": _SILENT,
     "critiqued": Note(_note_critic),
@@ -579,6 +584,7 @@ NOTES: dict[str, Note] = {
     "audit_applied": Note(_note_audit, every_rule=True),
     "pruned": Note(_note_pruned, every_rule=True),
     "refined": Note(_note_refined, every_rule=True),
+    "rules_edited": _SILENT,
     "finalized": _SILENT,
 }
 

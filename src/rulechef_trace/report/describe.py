@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rulechef_trace.report.llm import failure_text, step_llm
 from rulechef_trace.report.numbers import number, pct, points, whole
 from rulechef_trace.trace import Trace
 
@@ -132,6 +133,31 @@ def _merge_notes(t: Trace, e: Mapping[str, Any]) -> list[Line]:
     return notes
 
 
+def _with_llm(lines: list[Line], e: Mapping[str, Any]) -> tuple[Line, ...]:
+    """The lines of a step, with its LLM facts and skipped rules as a last line."""
+    facts = step_llm(e)
+    dropped = whole(e.get("dropped")) or 0
+    skipped = f"rulechef's parser skipped {dropped} rules of the answer" if dropped else ""
+    tail = "; ".join(part for part in (facts, skipped) if part)
+    return (*lines, (tail,)) if tail else tuple(lines)
+
+
+def _llm_called(t: Trace, e: Mapping[str, Any]) -> Step:
+    # A call's facts are told on its step's line; only a failed call that no
+    # step event tells (task discovery, say) gets a line of its own.
+    if e.get("status") != "error" or e.get("step") not in ("other", None):
+        return Step()
+    return Step(((f"LLM call FAILED: {failure_text(e.get('error'))}",),))
+
+
+def _rules_edited(t: Trace, e: Mapping[str, Any]) -> Step:
+    lines: list[Line] = [(f"rules edited by {_text(e.get('method'))}(): {change(e)}",)]
+    for key, verb in (("added", "added "), ("removed", "removed ")):
+        if _ids(e.get(key)):
+            lines.append((verb, *names(t, e.get(key))))
+    return Step(tuple(lines))
+
+
 def _run_started(t: Trace, e: Mapping[str, Any]) -> Step:
     return Step(((f"run started with {len(_ids(e.get('rules')))} rules",),))
 
@@ -144,7 +170,16 @@ def _synthesized(t: Trace, e: Mapping[str, Any]) -> Step:
         f"synthesized ({_text(e.get('mode'))}): {_count(e.get('count'))} rules from "
         f"{_count(data.get('examples'))} examples{extra}; {change(e)}"
     )
-    return Step(((head,), *_merge_notes(t, e)))
+    lines: list[Line] = [(head,), *_merge_notes(t, e)]
+    if e.get("llm_error"):
+        lines.append((f"every synthesis call FAILED: {failure_text(e.get('llm_error'))}",))
+    failed = [str(label) for label in e.get("failed_labels") or () if label is not None]
+    if failed:
+        listed: list[Part] = []
+        for label in failed:
+            listed += [", ", Name(label, LISTED)] if listed else [Name(label, LISTED)]
+        lines.append(("per-class calls FAILED for ", *listed))
+    return Step(_with_llm(lines, e))
 
 
 def _iteration(t: Trace, e: Mapping[str, Any]) -> Step:
@@ -162,20 +197,29 @@ def _critic_enabled(t: Trace) -> bool:
 
 
 def _critiqued(t: Trace, e: Mapping[str, Any]) -> Step:
+    if e.get("llm_error"):
+        failed = f"critic: the LLM call FAILED ({failure_text(e.get('llm_error'))}); no critique"
+        return Step(((failed,),))
     if not e.get("returned"):
         # rulechef asks every coordinator; one whose critic is off answers None.
         return Step((("critic: returned no critique",),)) if _critic_enabled(t) else Step()
     guidance = ", task guidance" if e.get("task_guidance") else ""
     rules = len(_ids(e.get("rules_with_feedback")))
-    return Step(((f"critic: feedback on {rules} rules{guidance}",),))
+    return Step(_with_llm([(f"critic: feedback on {rules} rules{guidance}",)], e))
 
 
 def _guided(t: Trace, e: Mapping[str, Any]) -> Step:
     go_on = bool(e.get("should_continue"))
     verdict = "go on" if go_on else "STOP"
     chars = whole(e.get("guidance_chars")) or 0
+    if e.get("llm_error"):
+        why = failure_text(e.get("llm_error"))
+        return Step(
+            ((f"coordinator guidance: the LLM call FAILED ({why}); went on without advice",),)
+        )
     if chars:
-        return Step(((f"coordinator guidance: {verdict} ({chars} chars of advice)",),))
+        head = f"coordinator guidance: {verdict} ({chars} chars of advice)"
+        return Step(_with_llm([(head,)], e))
     return Step(
         ((f"coordinator guidance: {verdict} (no advice)",),), fold=("go on",) if go_on else None
     )
@@ -185,10 +229,13 @@ def _patch(t: Trace, e: Mapping[str, Any]) -> Step:
     outcome = _text(e.get("outcome"))
     css = outcome if outcome in ("accepted", "rejected", "empty") else ""
     head = f"patch {_count(e.get('iteration'))} {outcome.upper()}"
-    if outcome == "empty":
+    if outcome in _NOTHING:
         failures = whole(_mapping(e.get("failures")).get("count"))
         to_fix = f" ({failures} failures to fix)" if failures is not None else ""
-        return Step(((f"{head}: the LLM proposed nothing{to_fix}",),), css)
+        said = _NOTHING[outcome].format(
+            error=failure_text(e.get("llm_error")), dropped=whole(e.get("dropped")) or "the"
+        )
+        return Step(_with_llm([(f"{head}: {said}{to_fix}",)], {**e, "dropped": 0}), "empty")
     where = " on dev" if e.get("on_dev") else ""
     lines: list[Line] = [
         (f"{head}{where}: {metrics_move(e.get('metrics_before'), e.get('metrics_after'))}",)
@@ -202,7 +249,16 @@ def _patch(t: Trace, e: Mapping[str, Any]) -> Step:
         listed = names(t, proposed.get("added"))
         named: Line = (" (", *listed, ")") if listed else ()
         lines.append(("proposed ", change(proposed), *named, "; rules unchanged"))
-    return Step(tuple(lines), css)
+    return Step(_with_llm(lines, e), css)
+
+
+#: What a patch that changed nothing says, by its outcome.
+_NOTHING = {
+    "empty": "the LLM proposed nothing",
+    "llm_error": "the LLM call FAILED ({error}); rules unchanged",
+    "unparsable": "the LLM's answer was not JSON rulechef could read; rules unchanged",
+    "invalid_rules": "rulechef's parser skipped all {dropped} rules of the answer; rules unchanged",
+}
 
 
 def _audit_action(t: Trace, action: Mapping[str, Any]) -> Line:
@@ -218,8 +274,11 @@ def _audit_action(t: Trace, action: Mapping[str, Any]) -> Line:
 def _audit(t: Trace, e: Mapping[str, Any]) -> Step:
     head = f"audit ({'mid-refinement' if e.get('stage') == 'mid_refinement' else 'final'})"
     actions, skipped = _mappings(e.get("actions")), _mappings(e.get("skipped"))
+    if e.get("llm_error") and not actions:
+        why = failure_text(e.get("llm_error"))
+        return Step(((f"{head}: the LLM call FAILED ({why}); no action applied",),))
     if not actions and not skipped:
-        return Step(((f"{head}: no actions proposed",),))
+        return Step(_with_llm([(f"{head}: no actions proposed",)], e))
     lines: list[Line] = [(f"{head}: {len(actions)} applied, {len(skipped)} skipped  {change(e)}",)]
     measured = all(
         number(_mapping(e.get(key)).get("f1")) is not None
@@ -236,7 +295,7 @@ def _audit(t: Trace, e: Mapping[str, Any]) -> Step:
         )
     if e.get("reverted"):
         lines.append((f"REVERTED by the F1 safety net ({move})",))
-    return Step(tuple(lines))
+    return Step(_with_llm(lines, e))
 
 
 def _pruned(t: Trace, e: Mapping[str, Any]) -> Step:
@@ -280,6 +339,7 @@ Describer = Callable[[Trace, Mapping[str, Any]], Step]
 #: One describer per event type of the catalogue (tests/test_event_catalogue.py checks it).
 DESCRIBERS: dict[str, Describer] = {
     "run_started": _run_started,
+    "llm_called": _llm_called,
     "synthesized": _synthesized,
     "iteration_evaluated": _iteration,
     "critiqued": _critiqued,
@@ -288,6 +348,7 @@ DESCRIBERS: dict[str, Describer] = {
     "audit_applied": _audit,
     "pruned": _pruned,
     "refined": _refined,
+    "rules_edited": _rules_edited,
     "finalized": _finalized,
 }
 

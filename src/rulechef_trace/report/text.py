@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from rulechef_trace._text import clean, shorten
 from rulechef_trace.report.describe import ODD, Line, Name, describe, story
+from rulechef_trace.report.llm import calls_line
 from rulechef_trace.report.numbers import DASH, known, number, pct, seconds
 from rulechef_trace.trace import Trace, load_trace
 
@@ -87,6 +88,7 @@ def header_lines(trace: Trace) -> list[str]:
         f"  Started {clean(known(run.get('started_at')))}   "
         f"rulechef {clean(known(run.get('rulechef_version')))}"
         f"   run {shorten(known(run.get('id')), 8, marker='')}",
+        *([clean(line)] if (line := calls_line(trace)) else []),
         "",
         f"{'seq':>3} {'time':>6} {'rules':>5}  step",
         "-" * WIDTH,

@@ -29,6 +29,7 @@ from rulechef_trace.report.html.charts import (
     rule_counts,
 )
 from rulechef_trace.report.kept_runs import History, HistoryRow, history
+from rulechef_trace.report.llm import cost_text, run_llm, tokens_text
 from rulechef_trace.report.numbers import DASH, known, number, pct, seconds
 from rulechef_trace.trace import Trace, TraceError, load_trace
 
@@ -246,6 +247,22 @@ def _latest_f1(trace: Trace) -> Any:
     return None
 
 
+def _llm_cards(trace: Trace) -> list[str]:
+    summary = run_llm(trace)
+    if not summary or not summary.get("calls"):
+        return []
+    errors = summary.get("errors") or 0
+    cards = [
+        _card(f"{summary['calls']}" + (f" ({errors} failed)" if errors else ""), "LLM calls"),
+        _card(seconds(summary.get("duration_s")), "LLM time"),
+        _card(tokens_text(summary).replace(" tokens", ""), "tokens in → out"),
+    ]
+    cost = cost_text(summary.get("cost"))
+    if cost:
+        cards.append(_card(cost, "LLM cost"))
+    return cards
+
+
 def _cards(trace: Trace) -> str:
     metrics = trace.final_metrics or {}
     start = trace.events[0].get("rules") if trace.events else None
@@ -267,10 +284,11 @@ def _cards(trace: Trace) -> str:
         _card(str(len(trace.events_of("iteration_evaluated"))), "iterations"),
         _card(
             f"{outcomes.count('accepted')} / {outcomes.count('rejected')} / "
-            f"{outcomes.count('empty')}",
-            "patches acc. / rej. / empty",
+            f"{len(outcomes) - outcomes.count('accepted') - outcomes.count('rejected')}",
+            "patches acc. / rej. / no change",
         ),
         _card(seconds(trace.run.get("duration_s")) if finished else "running", "duration"),
+        *_llm_cards(trace),
     ]
     return '<div class="cards">' + "".join(cards) + "</div>"
 
