@@ -55,9 +55,8 @@ def test_a_patch_that_changed_nothing_says_why_in_the_story(
 def test_failed_coordinator_calls_say_what_rulechef_then_did(tmp_path: Path) -> None:
     """Guidance, critique and audit calls that raised are told with what followed."""
     boom = RuntimeError("503 Service Unavailable")
-    text = " ".join(
-        render_trace(learn(tmp_path, ScriptedLLM(guide=[boom], critic=[boom], audit=[boom]))).split()
-    )
+    trace = learn(tmp_path, ScriptedLLM(guide=[boom], critic=[boom], audit=[boom]))
+    text = " ".join(render_trace(trace).split())
     assert "coordinator guidance: the LLM call FAILED (builtins.RuntimeError: 503" in text
     assert "went on without advice" in text
     assert "critic: the LLM call FAILED" in text
