@@ -67,3 +67,25 @@ def test_an_edit_with_nobody_listening_leaves_rulechef_untouched(tmp_path: Path)
     before = history(tmp_path)
     chef.delete_rule(chef.dataset.rules[0].id)
     assert history(tmp_path) == before
+
+
+def test_a_direct_evaluate_and_refine_is_a_refine_run_with_its_patches(tmp_path: Path) -> None:
+    """chef.learner.evaluate_and_refine(...) inside a recorder: a valid, replaying refine run."""
+    from tests.scripted import FIX_POS
+
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_POS, {"rules": []}]))
+    with record_trace(chef):
+        chef.learn_rules(max_refinement_iterations=1)
+    chef.llm.script["patch"] = [FIX_POS, {"rules": []}]
+    start = list(chef.dataset.rules)
+    with record_trace(chef) as recorder:
+        best, _ = chef.learner.evaluate_and_refine(start, chef.dataset, max_iterations=2)
+    refine = recorder.last
+    assert refine.kind == "refine"
+    assert validate(refine) == []
+    assert [e["type"] for e in refine.events][0] == "run_started"
+    assert refine.events[0]["rules"] == [r.id for r in start]
+    assert refine.events_of("patch_decided")
+    assert refine.events_of("refined")
+    assert sorted(replay(refine)) == sorted(r.id for r in best)
+    assert refine.run["params"]["max_iterations"] == 2

@@ -17,9 +17,11 @@ rule patterns, prompts or LLM responses. docs/signals.md lists every field.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -155,6 +157,16 @@ def send_safely(signal: NamedSignal, sender: Any, payload: dict[str, Any]) -> in
     return errors
 
 
+#: The chefs some Subscription follows by name (so a call made on one of their
+#: parts, a learner called directly, can be told as that chef's run).
+_followed: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def followed() -> list[Any]:
+    """The senders (chefs) followed by a subscription made for them, alive ones only."""
+    return list(_followed)
+
+
 class Subscription:
     """One handler connected, strongly, to every signal of the package.
 
@@ -175,6 +187,9 @@ class Subscription:
         """Connect to every signal (weak=False: the subscription owns its receivers)."""
         if self.connected:
             return
+        if self.sender is not ANY:
+            with contextlib.suppress(TypeError):  # not weakly referable: not findable
+                _followed.add(self.sender)
         for signal, receiver in self._receivers.items():
             signal.connect(receiver, sender=self.sender, weak=False)
         self.connected = True

@@ -63,6 +63,8 @@ class RunState:
     result: Any = None
     baseline_pending: bool = False
     loaded: list[str] = field(default_factory=list)
+    #: The rules a run ends with when they are not the chef's (a direct refinement).
+    final_rules: list[Any] | None = None
     #: The rule objects seen in this run by id (their facts are read when they move).
     rules_seen: dict[str, Any] = field(default_factory=dict)
     #: (rule, with counters) -> the rule's plain facts; set by the capture of the rulechef line.

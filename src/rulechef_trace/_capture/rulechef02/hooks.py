@@ -22,9 +22,12 @@ from rulechef_trace._capture.rulechef02.refine import (
     after_patch,
     before_patch,
     on_patch_decision,
-    wrap_evaluate_and_refine,
 )
-from rulechef_trace._capture.rulechef02.runs import wrap_rank_rules, wrap_run
+from rulechef_trace._capture.rulechef02.runs import (
+    wrap_evaluate_and_refine,
+    wrap_rank_rules,
+    wrap_run,
+)
 from rulechef_trace._capture.rulechef02.synthesis import (
     after_incremental_merge,
     after_synthesis,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -30,34 +29,29 @@ from rulechef_trace._capture.state import (
     guard,
     names_for,
     remember,
-    run_var,
 )
-from rulechef_trace._capture.wrappers import generation, signature_of
 
 
-def wrap_evaluate_and_refine(original: Callable[..., Any]) -> Callable[..., Any]:
-    signature = signature_of(original)
-    born = generation()
-
-    @functools.wraps(original)
-    def evaluate_and_refine(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state = run_var.get()
-        if state is None or born != generation():
-            return original(self, *args, **kwargs)
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        # rulechef's own per-iteration hook, chained to the caller's callback.
-        callback = bound.arguments.get("iteration_callback")
-        bound.arguments["iteration_callback"] = _iteration_callback(state, callback)
-        state.phase = "refinement"
-        state.max_iterations = bound.arguments.get("max_iterations") or 0
-        state.iteration = 0
-        state.stop_hint = None
-        result = original(*bound.args, **bound.kwargs)
-        guard(state, "refined", _after_refine, state, result)
-        return result
-
-    return evaluate_and_refine
+def refine_in_run(
+    state: RunState,
+    signature: Any,
+    original: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call ``evaluate_and_refine`` inside ``state``'s run, its iterations reported."""
+    bound = signature.bind(*args, **kwargs)
+    bound.apply_defaults()
+    # rulechef's own per-iteration hook, chained to the caller's callback.
+    callback = bound.arguments.get("iteration_callback")
+    bound.arguments["iteration_callback"] = _iteration_callback(state, callback)
+    state.phase = "refinement"
+    state.max_iterations = bound.arguments.get("max_iterations") or 0
+    state.iteration = 0
+    state.stop_hint = None
+    result = original(*bound.args, **bound.kwargs)
+    guard(state, "refined", _after_refine, state, result)
+    return result
 
 
 def _iteration_callback(

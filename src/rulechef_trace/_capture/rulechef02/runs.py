@@ -28,6 +28,7 @@ from rulechef_trace._capture.rulechef02.llm_steps import (
     start_llm_capture,
     stop_llm_capture,
 )
+from rulechef_trace._capture.rulechef02.refine import refine_in_run
 from rulechef_trace._capture.rulechef02.synthesis import known_classes
 from rulechef_trace._capture.state import (
     RunState,
@@ -45,9 +46,11 @@ from rulechef_trace._capture.wrappers import bind_all, generation, signature_of
 logger = logging.getLogger("rulechef_trace")
 
 
-def _start_run(chef: Any, kind: str, params: dict[str, Any]) -> RunState:
+def _start_run(
+    chef: Any, kind: str, params: dict[str, Any], given: list[Any] | None = None
+) -> RunState:
     dataset = getattr(chef, "dataset", None)
-    rules = list(getattr(dataset, "rules", None) or [])
+    rules = list(given if given is not None else getattr(dataset, "rules", None) or [])
     state = RunState(chef=chef, kind=kind)
     state.describe_rule = lambda rule, counters: rule_facts(
         rule, known_classes(state, chef), counters
@@ -79,7 +82,10 @@ def _start_run(chef: Any, kind: str, params: dict[str, Any]) -> RunState:
 
 def _finish_run(state: RunState, result: Any, error: BaseException | None) -> None:
     chef = state.chef
-    rules = list(getattr(getattr(chef, "dataset", None), "rules", None) or [])
+    if state.final_rules is not None:  # a direct refinement ends with the rules it returns
+        rules = state.final_rules
+    else:
+        rules = list(getattr(getattr(chef, "dataset", None), "rules", None) or [])
     remember(state, rules)
     if error is not None:
         state.status = "failed"
@@ -101,7 +107,7 @@ def _finish_run(state: RunState, result: Any, error: BaseException | None) -> No
             )
             fields["unexplained"] = True
     metrics = None
-    if state.kind == "learn" and isinstance(result, tuple) and len(result) == 2:
+    if state.kind in ("learn", "refine") and isinstance(result, tuple) and len(result) == 2:
         metrics = fold_metrics(metrics_of(result[1]), known_classes(state, chef))
     task = getattr(chef, "task", None)
     duration_s = round(time.perf_counter() - state.started, 6)
@@ -167,9 +173,15 @@ def _chef_params(chef: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def traced_run(chef: Any, kind: str, params: dict[str, Any]) -> Iterator[RunState | None]:
-    """Trace one run: run_started on entry, finalized on exit (any exit)."""
-    state = guard(None, "run_started", _start_run, chef, kind, params)
+def traced_run(
+    chef: Any, kind: str, params: dict[str, Any], rules: list[Any] | None = None
+) -> Iterator[RunState | None]:
+    """Trace one run: run_started on entry, finalized on exit (any exit).
+
+    ``rules`` are the run's starting rules when they are not the chef's (a
+    direct refinement starts from the rules it is given).
+    """
+    state = guard(None, "run_started", _start_run, chef, kind, params, rules)
     if state is None:
         yield None
         return
@@ -210,6 +222,43 @@ def wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
             return result
 
     return run
+
+
+def wrap_evaluate_and_refine(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Refinement inside a learning run, or, called directly, a run of kind "refine"."""
+    signature = signature_of(original)
+    born = generation()
+
+    @functools.wraps(original)
+    def evaluate_and_refine(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if born != generation():
+            return original(self, *args, **kwargs)
+        state = run_var.get()
+        if state is not None:
+            return refine_in_run(state, signature, original, (self, *args), kwargs)
+        chef = _chef_of(self) if wanted() else None
+        if chef is None:
+            return original(self, *args, **kwargs)
+        found = guard(None, "params", bind_all, signature, (self, *args), kwargs) or {}
+        params = guard(None, "params", plain_params, signature, self, args, kwargs) or {}
+        with traced_run(chef, "refine", params, found.get("rules")) as state:
+            if state is None:
+                return original(self, *args, **kwargs)
+            result = refine_in_run(state, signature, original, (self, *args), kwargs)
+            state.result = result
+            if isinstance(result, tuple) and result:
+                state.final_rules = list(result[0] or [])
+            return result
+
+    return evaluate_and_refine
+
+
+def _chef_of(learner: Any) -> Any:
+    """The followed chef whose learner this is (a direct call names no chef)."""
+    for chef in sig.followed():
+        if getattr(chef, "learner", None) is learner:
+            return chef
+    return None
 
 
 def wrap_rank_rules(original: Callable[..., Any]) -> Callable[..., Any]:
