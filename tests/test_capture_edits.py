@@ -83,7 +83,7 @@ def test_a_direct_evaluate_and_refine_is_a_refine_run_with_its_patches(tmp_path:
     refine = recorder.last
     assert refine.kind == "refine"
     assert validate(refine) == []
-    assert [e["type"] for e in refine.events][0] == "run_started"
+    assert refine.events[0]["type"] == "run_started"
     assert refine.events[0]["rules"] == [r.id for r in start]
     assert refine.events_of("patch_decided")
     assert refine.events_of("refined")
