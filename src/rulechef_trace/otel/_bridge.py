@@ -285,10 +285,7 @@ class OTelBridge:
             step.frame = _current.enter(run.run_id, key, span, id(self))
 
     def _step_ended(self, run: _Run, payload: Payload) -> None:
-        kind = str(payload.get("step"))
-        index = next(
-            (i for i in range(len(run.steps) - 1, -1, -1) if run.steps[i].kind == kind), -1
-        )
+        index = _innermost(run.steps, str(payload.get("step")))
         if index < 0:
             return
         now = run.now()
@@ -370,8 +367,13 @@ class OTelBridge:
             ref = weakref.ref(run.sender)
         except TypeError:
             return  # a sender that cannot be weakly referenced is never linked to
-        key = (id(run.sender), run.dataset)
-        self._learned[key] = (ref, run.span.get_span_context(), run.run_id)
+        with self._lock:  # chefs gone since are forgotten
+            self._learned = {k: v for k, v in self._learned.items() if v[0]() is not None}
+            self._learned[(id(run.sender), run.dataset)] = (
+                ref,
+                run.span.get_span_context(),
+                run.run_id,
+            )
 
 
 def attach(
@@ -465,16 +467,18 @@ def _step_event(kind: str, name: str, attributes: Callable[[Payload], attrs.Attr
     def handle(bridge: OTelBridge, run: _Run, event: str, payload: Payload, at: int) -> None:
         span, ends = _step_span(bridge.tracer, run, kind, name)
         try:
+            if event == "synthesized":
+                data = payload.get("data") or {}
+                run.examples = data.get("examples")
+                run.classes = attrs.class_count(payload)
+            if not span.is_recording():
+                return
             span.set_attributes(attributes(payload))
             if event == "patch_decided":
                 span.add_event("gen_ai.evaluation.result", attrs.evaluation(payload), at)
             error = payload.get("llm_error")
             if isinstance(error, Mapping):
                 span.set_status(Status(StatusCode.ERROR, f"LLM call failed: {error.get('type')}"))
-            if event == "synthesized":
-                data = payload.get("data") or {}
-                run.examples = data.get("examples")
-                run.classes = attrs.class_count(payload)
         finally:
             if ends:
                 span.end(end_time=at)
@@ -519,12 +523,14 @@ def _on_llm_called(bridge: OTelBridge, run: _Run, kind: str, payload: Payload, a
         _llm.span_name(payload),
         context=run.parent(),
         kind=SpanKind.CLIENT,
-        attributes=_llm.call_attributes(payload, run.server),
+        attributes=_llm.sampling_attributes(payload, run.server),
         start_time=max(run.base_ns, at - _ns(payload.get("duration_s"))),
     )
     try:
-        if payload.get("status") == "error":
-            mark_failed(span, payload.get("error") or {}, at)
+        if span.is_recording():  # a span sampled out is not worth its attributes
+            span.set_attributes(_llm.call_attributes(payload, run.server))
+            if payload.get("status") == "error":
+                mark_failed(span, payload.get("error") or {}, at)
     finally:
         span.end(end_time=at)
 

@@ -54,6 +54,7 @@ class Frame:
 
 
 _lock = threading.Lock()
+_sweeper_lock = threading.Lock()
 # run id -> its frames, outermost first
 _frames: dict[str, list[Frame]] = {}
 _sweeping = False
@@ -115,8 +116,7 @@ def sweep(run_id: str | None = None) -> None:
                 otel_context.detach(stack.pop().token)
             if stack is not None and not stack:
                 del _frames[rid]
-        waiting = any(f.released for stack in _frames.values() for f in stack)
-    _set_sweeper(waiting)
+    _refresh_sweeper()
 
 
 def _restorable(frame: Frame, thread: int) -> bool:
@@ -140,17 +140,19 @@ def _on_any_signal(sender: Any, **payload: Any) -> None:
 _SWEPT = (*sig.ALL_SIGNALS, *sig.STEP_SIGNALS)
 
 
-def _set_sweeper(wanted: bool) -> None:
+def _refresh_sweeper() -> None:
     """Connect the sweeper while a released frame waits for its thread, else disconnect it."""
     global _sweeping
-    with _lock:
+    with _sweeper_lock:  # decided and done as one step, so two threads cannot cross
+        with _lock:
+            wanted = any(f.released for stack in _frames.values() for f in stack)
         if wanted == _sweeping:
             return
         _sweeping = wanted
-    for signal in _SWEPT:
-        if wanted:
-            signal.connect(_on_any_signal, weak=False)
-        else:
-            signal.disconnect(_on_any_signal)
+        for signal in _SWEPT:
+            if wanted:
+                signal.connect(_on_any_signal, weak=False)
+            else:
+                signal.disconnect(_on_any_signal)
     if wanted:
         logger.debug("rulechef_trace: a step span waits for its own thread to be restored")

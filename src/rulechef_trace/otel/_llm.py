@@ -81,6 +81,19 @@ def server_attributes(chef: Any) -> Attributes:
     )
 
 
+def sampling_attributes(payload: Mapping[str, Any], server: Attributes) -> Attributes:
+    """What the conventions want known when a call's span starts (samplers may read it)."""
+    return clean(
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": server.get("gen_ai.provider.name"),
+            "gen_ai.request.model": payload.get("model"),
+            "server.address": server.get("server.address"),
+            "server.port": server.get("server.port"),
+        }
+    )
+
+
 def call_attributes(payload: Mapping[str, Any], server: Attributes) -> Attributes:
     """The attributes of one call's span: GenAI, OpenInference and rulechef's own."""
     usage = payload.get("usage") or {}
