@@ -76,8 +76,9 @@ class ScriptedLLM:
     answer's characters.
     """
 
-    def __init__(self, **script: Any):
+    def __init__(self, *, usage: bool = True, **script: Any):
         self.script = script
+        self.usage = usage
         self.calls: Counter[str] = Counter()
         self.prompts: list[str] = []
         self._lock = threading.Lock()
@@ -107,7 +108,9 @@ class ScriptedLLM:
             total_tokens=len(prompt) // 4 + len(text or "") // 4,
         )
         choice = SimpleNamespace(message=SimpleNamespace(content=text), finish_reason="stop")
-        return SimpleNamespace(choices=[choice], model=kwargs.get("model"), usage=usage)
+        return SimpleNamespace(
+            choices=[choice], model=kwargs.get("model"), usage=usage if self.usage else None
+        )
 
     def _answer(self, kind: str, prompt: str, n: int) -> Any:
         entry = self.script.get(kind, DEFAULTS.get(kind))

@@ -296,7 +296,7 @@ def test_llm_spans_carry_genai_attributes_from_the_call(tmp_path, exporter):
 
 def test_tokens_a_provider_did_not_report_are_left_out_not_zero(tmp_path, exporter):
     """A client without usage gives spans without token attributes, and no provider guess."""
-    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL], usage=False))
     learn_with_bridge(chef, max_refinement_iterations=2)
     counted = ("gen_ai.usage", "llm.token_count")
     for span in chats(exporter.get_finished_spans()):
@@ -734,3 +734,20 @@ def test_otel_without_opentelemetry_names_the_extra():
     )
     assert done.returncode == 0, done.stderr
     assert 'pip install "rulechef-trace[otel]"' in done.stdout
+
+
+def test_an_edit_run_is_a_run_span_with_one_edit_span(tmp_path, exporter):
+    """delete_rule under the bridge: a rulechef.edit run span, its child says what changed."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    learn_with_bridge(chef, max_refinement_iterations=1)
+    exporter.clear()
+    victim = chef.dataset.rules[0].id
+    with otel.attach(chef):
+        chef.delete_rule(victim)
+    spans = list(exporter.get_finished_spans())
+    (edit,) = named(spans, "rulechef.rules_edited")
+    assert edit.attributes["rulechef.edit.method"] == "delete_rule"
+    assert tuple(edit.attributes["rulechef.rules.removed"]) == (victim,)
+    (run,) = [s for s in spans if s.parent is None]
+    assert run.name == "rulechef.edit"
+    assert parent_of(edit) == run.context.span_id

@@ -336,6 +336,18 @@ def critiqued(payload: Mapping[str, Any]) -> Attributes:
     )
 
 
+def edited(payload: Mapping[str, Any]) -> Attributes:
+    """A rules_edited event: which method, and what it did to the rule set."""
+    after = _count(payload.get("rules_after"))
+    return clean(
+        {
+            "rulechef.edit.method": payload.get("method"),
+            **_changes(payload),
+            **_io(f"{payload.get('method')}()", f"{after} rules"),
+        }
+    )
+
+
 def pruned(payload: Mapping[str, Any]) -> Attributes:
     after = _count(payload.get("rules_after"))
     removed = _count(payload.get("removed"))

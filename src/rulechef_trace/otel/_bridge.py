@@ -565,6 +565,7 @@ _HANDLERS: dict[str, Handler] = {
     "guided": _step_event("guide", "rulechef.guide", attrs.guided),
     "critiqued": _step_event("critic", "rulechef.critique", attrs.critiqued),
     "pruned": _after_the_fact("rulechef.prune", attrs.pruned),
+    "rules_edited": _after_the_fact("rulechef.rules_edited", attrs.edited),
     "iteration_evaluated": _on_iteration,
     "refined": _on_refined,
 }
