@@ -123,7 +123,7 @@ def test_a_patch_that_brought_nothing_says_why(tmp_path: Path, answer: Any, outc
     assert patch["outcome"] == outcome
     assert patch["llm"]["calls"] == 1
     if outcome == "llm_error":
-        assert patch["llm_error"]["type"] == f"builtins.{type(answer).__qualname__}"
+        assert patch["llm_error"]["type"] == type(answer).__qualname__
         assert patch["llm"]["errors"] == 1
     else:
         assert patch["llm_error"] is None
@@ -134,7 +134,7 @@ def test_a_run_whose_synthesis_calls_all_failed_ends_as_llm_error(tmp_path: Path
     """Every synthesis call raising means status llm_error with the last error, not no_rules."""
     trace = learn(tmp_path, ScriptedLLM(per_class=[ConnectionError("401 Unauthorized")]))
     assert trace.run["status"] == "llm_error"
-    assert trace.run["error"]["type"] == "builtins.ConnectionError"
+    assert trace.run["error"]["type"] == "ConnectionError"
     assert "401" in trace.run["error"]["message"]
     (synth,) = trace.events_of("synthesized")
     assert synth["failed_labels"] == ["neg", "pos"]
@@ -163,7 +163,7 @@ def test_failed_coordinator_calls_are_told_on_their_events(tmp_path: Path) -> No
     for kind in ("guided", "critiqued", "audit_applied"):
         events = [e for e in trace.events_of(kind) if e["llm"]["calls"]]
         assert events, kind
-        assert all(e["llm_error"]["type"] == "builtins.RuntimeError" for e in events), kind
+        assert all(e["llm_error"]["type"] == "RuntimeError" for e in events), kind
 
 
 def test_the_client_is_as_shipped_after_a_traced_run(tmp_path: Path) -> None:

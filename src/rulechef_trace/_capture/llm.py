@@ -276,12 +276,21 @@ def call_facts(
 
 
 def error_facts(error: BaseException) -> LLMError:
-    """Qualified class name and the first 200 characters of the message."""
+    """The class name (module-qualified unless built in) and the message's first 200 characters."""
     kind = type(error)
-    message = " ".join(str(error).split())
+    # The trace's one convention (run.error too): module-qualified unless built in.
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    try:
+        message = " ".join(str(error).split())
+    except Exception:  # an exception whose __str__ raises still has a class name
+        message = ""
     if len(message) > _MESSAGE_LIMIT:
         message = message[: _MESSAGE_LIMIT - 1] + "…"
-    return {"type": f"{kind.__module__}.{kind.__qualname__}", "message": message}
+    return {"type": name, "message": message}
 
 
 def _choice_facts(response: Any) -> tuple[str | None, int | None]:
