@@ -148,7 +148,11 @@ def expected_text(kinds: tuple[str, ...]) -> str:
 
 
 def _type_failure(kinds: tuple[str, ...], value: Any) -> Failure:
-    return Failure(f"expected {expected_text(kinds)}, got {_a(json_type(value))}", [], kinds)
+    got = _a(json_type(value))
+    if "integer" in kinds and isinstance(value, float) and value.is_integer():
+        # JSON Schema would take 2.0 for an integer; the readers count and index with them.
+        got = f"{value!r} (an integer is written without a fraction)"
+    return Failure(f"expected {expected_text(kinds)}, got {got}", [], kinds)
 
 
 def _json_equal(a: Any, b: Any) -> bool:
@@ -420,11 +424,17 @@ def _min_items(count: int) -> Check:
     return min_items
 
 
-def compile_schema(schema: Mapping[str, Any]) -> Check:
+def compile_schema(schema: Mapping[str, Any], pointer: str = "#") -> Check:
     """Compile a JSON Schema document into a check: ``check(value)`` gives None or a Failure.
+
+    Args:
+        schema: The whole document (``$ref`` targets are looked up in it).
+        pointer: The part to check against, e.g. ``#/$defs/event``; the
+            whole document by default.
 
     Raises:
         ValueError: when the schema uses a keyword or a reference this checker
             does not support.
     """
-    return _Compiler(schema).node(schema)
+    compiler = _Compiler(schema)
+    return compiler.node(schema) if pointer == "#" else compiler.ref(pointer)

@@ -17,10 +17,17 @@ from typing import IO, Any
 import orjson
 
 from rulechef_trace._terminal import fit_for
-from rulechef_trace._text import clean
+from rulechef_trace._text import clean, shorten
 from rulechef_trace.live import story_lines
 from rulechef_trace.render import _footer, _header
-from rulechef_trace.trace import FORMAT, Trace, TraceError, build_trace, current_max_bytes
+from rulechef_trace.trace import (
+    FORMAT,
+    Trace,
+    TraceError,
+    build_trace,
+    current_max_bytes,
+    event_problem,
+)
 
 __all__ = ["EXIT_INTERRUPTED", "follow"]
 
@@ -189,6 +196,9 @@ class _Follower:
             if obj.get("format") != FORMAT:
                 raise TraceError("not a rulechef-trace stream", path)
             return False  # the stream's header line
+        problem = event_problem(obj)
+        if problem is not None:  # what validate() would refuse is not shown either
+            raise TraceError(f"event seq {shorten(obj.get('seq'), 20)}: {problem}", path)
         self.events.append(obj)
         self.last_event = self.clock()
         self.told_quiet = False

@@ -33,6 +33,7 @@ __all__ = [
     "TraceReadError",
     "build_trace",
     "current_max_bytes",
+    "event_problem",
     "history_dir",
     "load_trace",
     "read_limit",
@@ -509,13 +510,26 @@ def validate(trace: Any) -> list[str]:
     return []
 
 
-@functools.lru_cache(maxsize=1)
-def _schema_check() -> Check:
-    """The shipped JSON Schema, compiled once."""
+@functools.lru_cache(maxsize=2)
+def _schema_check(pointer: str = "#") -> Check:
+    """The shipped JSON Schema (or one of its parts), compiled once."""
     schema = orjson.loads(
         files("rulechef_trace").joinpath("data/trace-v1.schema.json").read_bytes()
     )
-    return compile_schema(schema)
+    return compile_schema(schema, pointer)
+
+
+def event_problem(event: Any) -> str | None:
+    """Check one event on its own against the schema's event definition.
+
+    For readers of a growing stream, which cannot validate the whole trace at
+    every line. Returns the problem in one line, or None.
+    """
+    failure = _schema_check("#/$defs/event")(event)
+    if failure is None:
+        return None
+    where = failure.where()
+    return f"{where}: {failure.message}" if where else failure.message
 
 
 def _describe(failure: Failure, trace: Mapping[str, Any]) -> str:
