@@ -225,6 +225,7 @@ def test_every_reading_verb_refuses_a_fifo_in_one_line(
     for argv in (
         ["show", str(fifo)],
         ["show", "--json", str(fifo)],
+        ["show", "--follow", str(fifo)],
         ["lineage", str(fifo)],
         ["diff", str(fifo), str(fifo)],
         ["validate", str(fifo)],
@@ -233,7 +234,26 @@ def test_every_reading_verb_refuses_a_fifo_in_one_line(
         status = _in_thread(lambda argv=argv: main(argv))
         out, err = capsys.readouterr()
         assert (status, out) == (2, ""), argv
-        assert err.count("\n") == 1 and f"{fifo}: not a regular file (a FIFO)" in err, argv
+        assert err.count("\n") == 1 and f"{fifo}: not a regular file" in err, argv
+
+
+def test_follow_catches_up_a_long_stream_chunk_by_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream longer than one read is followed to its end (here 4 kB reads of ~27 kB)."""
+    from rulechef_trace import follow as follow_module
+
+    chef = make_chef(tmp_path, hostile_llm())
+    with record_trace(chef, stream=True):
+        chef.learn_rules(max_refinement_iterations=1)
+    stream = tmp_path / "reviews.trace.jsonl"
+    assert stream.stat().st_size > 5 * 4096
+    monkeypatch.setattr(follow_module, "_CHUNK", 4096)
+    out = io.StringIO()
+    slept: list[float] = []
+    assert follow_module.follow(stream, out, sleep=slept.append) == 0
+    assert "finalized: completed" in out.getvalue() and slept == []
+    assert _controls(out.getvalue()) == []
 
 
 def test_folder_readers_skip_a_fifo_with_a_note_and_read_the_rest(

@@ -280,9 +280,13 @@ def _replayed(trace: Trace) -> list[str]:
 def _apply(rules: list[str], event: Mapping[str, Any]) -> list[str]:
     if event.get("type") == "run_started":
         return list(event.get("rules") or [])
-    removed = set(event.get("removed") or ())
-    kept = [rid for rid in rules if rid not in removed]
-    return kept + [rid for rid in event.get("added") or () if rid not in kept]
+    removed, added = event.get("removed") or (), event.get("added") or ()
+    if not removed and not added:
+        return rules  # most events move no rule: no copy (5,000 rules x 5,000 events)
+    gone = set(removed)
+    kept = [rid for rid in rules if rid not in gone] if gone else rules
+    present = set(kept)
+    return kept + [rid for rid in added if rid not in present]
 
 
 def replay(trace: Mapping[str, Any]) -> list[str]:
@@ -302,7 +306,7 @@ def replay(trace: Mapping[str, Any]) -> list[str]:
     for event in trace.get("events") or []:
         rules = _apply(rules, event)
         after = event.get("rules_after")
-        if after is not None and set(after) != set(rules):
+        if after is not None and after != rules and set(after) != set(rules):
             raise ReplayError(
                 f"event seq {event.get('seq')} ({event.get('type')}): replayed rules differ "
                 f"from its rules_after: {_difference(rules, after)}"
