@@ -267,10 +267,32 @@ def test_folder_readers_skip_a_fifo_with_a_note_and_read_the_rest(
     out, err = capsys.readouterr()
     assert "RULECHEF HISTORY  (1 run, 1 dataset)" in out
     assert f"skipped {fifo.name}: not a regular file (a FIFO)" in " ".join(out.split())
+    assert _in_thread(lambda: main(["html", str(store), "-o", str(store / "h.html")])) == 0
+    capsys.readouterr()
     assert _in_thread(lambda: main(["validate", str(store)])) == 2  # one file could not be read
     out, err = capsys.readouterr()
     assert out.startswith(f"OK       {fifo.parent / kept.name}") and out.count("\n") == 1
     assert err == f"rulechef-trace: note: skipped {fifo}: a FIFO, not a trace file\n"
+
+
+def test_one_bad_history_file_does_not_break_the_folder(
+    tmp_path: Path, hostile: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kept run whose run.started_at is a number (0.1.0: history crashed for the whole
+    folder) is skipped with a note naming it; the other runs are listed."""
+    runs = tmp_path / "reviews.traces"
+    runs.mkdir()
+    good = next(hostile.parent.glob("reviews.traces/*.trace.json"))
+    (runs / good.name).write_bytes(good.read_bytes())
+    bad = orjson.loads(good.read_bytes())
+    bad["run"]["started_at"] = 20261121
+    (runs / "20261121T000000000Z_learn_badbad00.trace.json").write_bytes(orjson.dumps(bad))
+    assert main(["history", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "RULECHEF HISTORY  (1 run, 1 dataset)" in out and err == ""
+    name = "20261121T000000000Z_learn_badbad00.trace.json"
+    note = f"skipped {name}: run.started_at: expected a string"
+    assert note in " ".join(out.split())
 
 
 def test_files_over_the_size_limit_are_refused_and_the_flag_raises_it(

@@ -194,19 +194,24 @@ def _vandalise(sender: Any, **event: Any) -> None:
                 value[key] = "vandalised"
 
 
-def test_a_receiver_that_mutates_its_payload_cannot_change_the_record(tmp_path):
-    """Lists emptied and dicts overwritten by a later receiver: the trace keeps what was sent."""
+@pytest.mark.parametrize("connected", ["before the recorder", "after the recorder"])
+def test_a_receiver_that_mutates_its_payload_cannot_change_the_record(tmp_path, connected):
+    """Lists emptied and dicts overwritten by another receiver, whenever it was connected
+    (blinker's order is arbitrary): the trace keeps what was sent."""
     from rulechef_trace import ALL_SIGNALS
 
     chef = make_chef(tmp_path, rich_llm(), "agentic")
-    with record_trace(chef) as recorder:
-        for signal in ALL_SIGNALS:
-            signal.connect(_vandalise, sender=chef, weak=False)
-        try:
+    recorder = TraceRecorder(chef)
+    if connected == "after the recorder":
+        recorder.attach()
+    for signal in ALL_SIGNALS:
+        signal.connect(_vandalise, sender=chef, weak=False)
+    try:
+        with recorder:
             chef.learn_rules(max_refinement_iterations=2)
-        finally:
-            for signal in ALL_SIGNALS:
-                signal.disconnect(_vandalise)
+    finally:
+        for signal in ALL_SIGNALS:
+            signal.disconnect(_vandalise)
     trace = recorder.last
     assert trace is not None and validate(trace) == []
     assert "vandalised" not in json.dumps(trace)
@@ -318,30 +323,35 @@ def test_an_event_delivered_after_detach_is_ignored(tmp_path):
 
 
 @pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
-@pytest.mark.parametrize("raised_by", ["receiver", "llm"])
+@pytest.mark.parametrize("raised_by", ["receiver", "llm", "finalized receiver"])
 def test_exit_and_interrupt_during_a_run_are_recorded_and_reraised(tmp_path, exc_type, raised_by):
     """A receiver's or the LLM's SystemExit/KeyboardInterrupt is not swallowed: it propagates
-    (the same object), and the run's trace is kept and written, status failed."""
-    from rulechef_trace import patch_decided
+    (the same object), and the run's trace is kept and written: status failed, or completed
+    when it came from a receiver of the final event (the recorder had that event already)."""
+    from rulechef_trace import finalized, patch_decided
 
     exc = exc_type(3) if exc_type is SystemExit else exc_type()
     llm = ScriptedLLM(patch=[exc]) if raised_by == "llm" else rich_llm()
     chef = make_chef(tmp_path, llm)
+    signal = finalized if raised_by == "finalized receiver" else patch_decided
 
     def stop(sender: Any, **event: Any) -> None:
         raise exc
 
-    with record_trace(chef) as recorder, pytest.raises(exc_type) as caught:
-        if raised_by == "receiver":
-            patch_decided.connect(stop, sender=chef, weak=False)
+    with pytest.raises(exc_type) as caught, record_trace(chef) as recorder:
+        if raised_by != "llm":
+            signal.connect(stop, sender=chef, weak=False)
         try:
             chef.learn_rules(max_refinement_iterations=2)
         finally:
-            patch_decided.disconnect(stop)
+            signal.disconnect(stop)
     assert caught.value is exc
     trace = load_trace(trace_path(tmp_path, "reviews"))
     assert trace == recorder.last and validate(trace) == []
-    assert trace.status == "failed" and trace.run["error"]["type"] == exc_type.__name__
+    if raised_by == "finalized receiver":
+        assert trace.status == "completed"
+    else:
+        assert trace.status == "failed" and trace.run["error"]["type"] == exc_type.__name__
 
 
 # --- one write for the history file and the latest-run file -------------------------------
