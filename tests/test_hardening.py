@@ -430,3 +430,22 @@ def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path, hostile: Path) ->
         child.stdout.close()  # what head does after one line
         status = child.wait(timeout=60)
         assert (status, child.stderr.read()) == (0, b""), argv
+
+
+def test_the_demo_stream_fits_and_colours_whole_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo prints as it goes: each complete line is fitted to the terminal and
+    coloured; a partial line waits for its end or a flush."""
+    from rulechef_trace.cli import _TerminalStream
+
+    monkeypatch.setenv("COLUMNS", "40")
+    target = _Terminal()
+    stream = _TerminalStream(target, colour=True)
+    stream.write("  5   0.1s  18  patch 1 ACCEPTED: F1 74.7% → 82.9%, P 89.7% ")
+    assert target.getvalue() == ""
+    stream.write("→ 89.2%\npartial")
+    lines = target.getvalue().splitlines()
+    assert len(lines) == 3 and "\x1b[32mACCEPTED\x1b[0m" in lines[0]
+    assert lines[1].startswith(" " * 18 + "74.7%")  # under the step's text, as the story wraps
+    assert all(len(line.replace("\x1b[32m", "").replace("\x1b[0m", "")) <= 40 for line in lines)
+    stream.flush()
+    assert target.getvalue().endswith("\npartial")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import textwrap
 from typing import IO
@@ -52,6 +53,20 @@ def fit(text: str, width: int) -> str:
     return "\n".join(_fit_line(line, width) for line in text.splitlines()) + end
 
 
+_GAP = re.compile(r"(?<=\S)  +(?=\S)")
+
+
+def _hanging(line: str, indent: str) -> int:
+    """Where a wrapped line goes on: under the text after the columns at its start.
+
+    A story step ``  6   0.1s  18  patch 1 ...`` goes on two columns in from
+    ``patch`` (as the story's own wrapping does); a line without such columns
+    four columns deeper than it starts.
+    """
+    gaps = [m.end() for m in _GAP.finditer(line, len(indent), len(indent) + 24)]
+    return gaps[-1] + 2 if gaps else len(indent) + 4
+
+
 def _fit_line(line: str, width: int) -> str:
     if len(line) <= width:
         return line
@@ -59,7 +74,7 @@ def _fit_line(line: str, width: int) -> str:
     indent = line[: len(line) - len(body)]
     if body and set(body) <= {"=", "-"}:
         return (indent + body)[:width]
-    deeper = " " * min(len(indent) + 4, width // 2)
+    deeper = " " * min(_hanging(line, indent), width // 2)
     wrapped = textwrap.wrap(
         body,
         width,

@@ -25,7 +25,7 @@ from typing import IO, cast
 import orjson
 
 from rulechef_trace import __version__
-from rulechef_trace._terminal import fit_for
+from rulechef_trace._terminal import fit_for, is_terminal
 from rulechef_trace._text import clean, is_unsafe
 from rulechef_trace.analysis import (
     UnknownRuleError,
@@ -94,19 +94,34 @@ def _colour_line(line: str) -> str:
     return body + end
 
 
-class _PaintingStream(io.TextIOBase):
-    """A text stream that colours each write and passes it on (for the demo)."""
+class _TerminalStream(io.TextIOBase):
+    """A text stream for a terminal: each complete line fitted to its width and coloured.
 
-    def __init__(self, target: IO[str]):
+    Used for the demo, which prints as it goes; a partial line waits for its
+    end (or a flush).
+    """
+
+    def __init__(self, target: IO[str], *, colour: bool):
         super().__init__()
         self._target = target
+        self._colour = colour
+        self._partial = ""
 
     def write(self, text: str) -> int:
-        self._target.write(colourize(text))
+        *lines, self._partial = (self._partial + text).split("\n")
+        if lines:
+            self._emit("".join(line + "\n" for line in lines))
         return len(text)
 
     def flush(self) -> None:
+        if self._partial:
+            self._emit(self._partial)
+            self._partial = ""
         self._target.flush()
+
+    def _emit(self, text: str) -> None:
+        text = fit_for(text, self._target)
+        self._target.write(colourize(text) if self._colour else text)
 
 
 def _out(text: str) -> None:
@@ -132,8 +147,8 @@ def _note(message: str) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     out: IO[str] = sys.stdout
-    if wants_colour(sys.stdout):
-        out = cast(IO[str], _PaintingStream(sys.stdout))
+    if is_terminal(sys.stdout):
+        out = cast(IO[str], _TerminalStream(sys.stdout, colour=wants_colour(sys.stdout)))
     try:
         run_demo(
             args.dir,
@@ -146,9 +161,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except (DemoDataError, BrokenPipeError):
         raise
     except Exception as exc:  # the run failed; run_demo printed its trace
+        out.flush()
         logger.debug("demo run failed", exc_info=True)
         _error(f"demo run failed: {type(exc).__name__}: {exc}")
         return EXIT_INVALID
+    out.flush()
     return EXIT_OK
 
 
