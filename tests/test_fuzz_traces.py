@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 from pathlib import Path
@@ -9,10 +10,11 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from rulechef_trace import Trace, TraceError, load_trace, record_trace, render_trace, validate
+from tests.demo_traces import DemoTraces, demo_traces
 from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, audit_merge, make_chef
 
 FUZZ = settings(
@@ -221,3 +223,251 @@ def test_history_skips_bad_files_with_a_note_and_demo_rejects_bad_data(tmp_path,
     assert main(["demo", "--dir", str(tmp_path / "demo"), "--data", str(bad)]) == 2
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("rulechef-trace: error: ")
+
+
+# --- every reading verb on mutated traces that validate() accepts ---------------------
+
+# Keys the readers (story, lineage, diff, history, HTML, live, follow) look up somewhere.
+READER_KEYS = sorted(
+    {
+        *("type", "seq", "t", "kind", "dataset", "task", "task_type", "started_at", "ended_at"),
+        *("duration_s", "status", "error", "message", "rulechef_version", "params"),
+        *("coordinator", "class", "storage_path", "stats", "hook_errors", "receiver_errors"),
+        *("rules", "added", "removed", "rules_after", "rule_names", "mode", "count", "data"),
+        *("examples", "corrections", "feedback", "per_label", "iteration", "max_iterations"),
+        *("rule_count", "metrics", "f1", "precision", "recall", "exact_match", "docs"),
+        *("failures", "per_class", "label", "tp", "fp", "fn", "returned", "task_guidance"),
+        *("rules_with_feedback", "should_continue", "guidance_chars", "outcome", "accepted"),
+        *("on_dev", "metrics_before", "metrics_after", "proposed", "patch", "replaced", "old"),
+        *("new", "deleted", "collapsed", "deduped", "deleted_names", "stage", "actions"),
+        *("action", "sources", "result", "name", "skipped", "why", "reverted", "reason"),
+        *("marginal_f1", "iterations", "stop_reason", "kept_seq", "kept_iteration"),
+        *("kept_earlier", "discarded", "llm", "usage", "cost", "input_tokens", "output_tokens"),
+        "id",
+    }
+)
+# One value of each JSON type (a type change), then values readers trip on.
+BY_TYPE: dict[str, Any] = {
+    "string": "x",
+    "integer": 7,
+    "number": 1.5,
+    "boolean": True,
+    "null": None,
+    "array": ["x"],
+    "object": {"x": 1},
+}
+ODD_VALUES = st.sampled_from(
+    [
+        *BY_TYPE.values(),
+        *("", "\x1b[2J\u202e", "N" * 300, 0, -1, 2**63 - 1, -0.0, 1e300, False),
+        *([], [1], [None], [{}], [["x"]], {}, {"x": None}, {"f1": "x"}),
+    ]
+)
+READING_VERBS = [
+    "show",
+    "show --json",
+    "show --follow",
+    "lineage",
+    "diff",
+    "history",
+    "html",
+    "html DIR",
+    "validate",
+    "validate DIR",
+]
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    names = {str: "string", float: "number", type(None): "null", list: "array", dict: "object"}
+    return names[type(value)]
+
+
+def _at(doc: Any, path: tuple[Any, ...]) -> Any:
+    for step in path:
+        doc = doc[step]
+    return doc
+
+
+def _objects(docs: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    """One (document, path) per kind of object in the traces (per event type; items alike)."""
+    found: dict[tuple[Any, ...], tuple[str, tuple[Any, ...]]] = {}
+
+    def walk(name: str, value: Any, path: tuple[Any, ...], kind: tuple[Any, ...]) -> None:
+        if isinstance(value, dict):
+            found.setdefault(kind, (name, path))
+            for key, item in value.items():
+                walk(name, item, (*path, key), (*kind, key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                tag = item.get("type") if kind == ("events",) and isinstance(item, dict) else "*"
+                walk(name, item, (*path, index), (*kind, tag))
+
+    for name, doc in docs.items():
+        walk(name, doc, (), ())
+    return list(found.values())
+
+
+# The verbs that read the most (HTML: lineage, every describer, charts) and the rest.
+_BROAD = "html"
+_RICH = ["show", "show --follow", "diff", "history", "lineage"]
+_THIN = ["show --json", "validate", "validate DIR", "html DIR"]
+
+
+class _Mutations:
+    """The demo's traces, and every single-field type change of them that validate() accepts."""
+
+    def __init__(self, found: DemoTraces):
+        docs = found.documents()
+        self.docs = {"learn": docs["history/learn"], "rank": docs["history/rank_rules"]}
+        self.spots = _objects(self.docs)
+        self.accepted: list[tuple[str, tuple[Any, ...], str, str]] = []
+        for name, path in self.spots:
+            target = _at(self.docs[name], path)
+            for key in [k for k in target if k in READER_KEYS]:
+                original = target[key]
+                for kind, value in BY_TYPE.items():
+                    target[key] = value  # in place, put back below: no copy per candidate
+                    if kind != _json_type(original) and validate(self.docs[name]) == []:
+                        self.accepted.append((name, path, key, kind))
+                target[key] = original
+
+    def __repr__(self) -> str:  # hypothesis prints its arguments
+        return "<the demo's traces>"
+
+    def doc(self, name: str, path: tuple[Any, ...], key: str, value: Any) -> dict[str, Any]:
+        """A copy of one demo trace with one key of one object set to ``value``."""
+        doc: dict[str, Any] = copy.deepcopy(self.docs[name])
+        _at(doc, path)[key] = copy.deepcopy(value)
+        return doc
+
+    def share(self, verb: str) -> list[tuple[str, tuple[Any, ...], str, str]]:
+        """This verb's deterministic share of the accepted type changes.
+
+        Every field goes to the HTML report (it reads the most), to one of the
+        other story readers and to one of the thin verbs, in turn; each time
+        the next of the field's type changes. A bounded run that still puts
+        every field through three verbs and every verb through many fields.
+        """
+        by_field: dict[tuple[Any, ...], list[tuple[str, tuple[Any, ...], str, str]]] = {}
+        for change in self.accepted:
+            by_field.setdefault(change[:3], []).append(change)
+        share = []
+        for turn, changes in enumerate(by_field.values()):
+            verbs = [_BROAD, _RICH[turn % len(_RICH)], _THIN[turn % len(_THIN)]]
+            if verb in verbs:
+                share.append(changes[(turn + verbs.index(verb)) % len(changes)])
+        return share
+
+
+@pytest.fixture(scope="module")
+def mutations(tmp_path_factory: pytest.TempPathFactory) -> _Mutations:
+    return _Mutations(demo_traces(tmp_path_factory))
+
+
+def _run_verb(verb: str, doc: dict[str, Any], folder: Path, original: Path) -> tuple[int, str]:
+    """Run one verb on the mutated trace, in-process; return its status and all output."""
+    from rulechef_trace.cli import main
+
+    path = folder / "m.trace.json"
+    path.write_bytes(orjson.dumps(doc))
+    store = folder / "store"
+    kept = store / "d.traces" / "20260101T000000000Z_learn_aaaaaaaa.trace.json"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_bytes(orjson.dumps(doc))
+    stream = folder / "m.trace.jsonl"
+    head = orjson.dumps({"format": "rulechef-trace", "version": 1, "stream": True})
+    rows = [orjson.dumps({**e, "run_id": doc["run"]["id"]}) for e in doc["events"]]
+    stream.write_bytes(b"\n".join([head, *rows]) + b"\n")
+    argv = {
+        "show": ["show", str(path)],
+        "show --json": ["show", "--json", str(path)],
+        "show --follow": ["show", "--follow", str(stream)],
+        "lineage": ["lineage", str(path)],
+        "diff": ["diff", str(original), str(path)],
+        "history": ["history", str(store)],
+        "html": ["html", str(path), "-o", str(folder / "o.html")],
+        "html DIR": ["html", str(store), "-o", str(folder / "h.html")],
+        "validate": ["validate", str(path)],
+        "validate DIR": ["validate", str(store)],
+    }[verb]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(argv)
+    return status, out.getvalue() + err.getvalue()
+
+
+def test_the_type_change_sweep_reaches_every_event_type(mutations: _Mutations) -> None:
+    """The accepted changes cover keys of each event type and of the run header."""
+    touched = {
+        _at(mutations.docs[name], path[:2]).get("type") if path[:1] == ("events",) else path[:1]
+        for name, path, _, _ in mutations.accepted
+    }
+    assert {"run_started", "patch_decided", "audit_applied", "pruned", "finalized"} <= touched
+    assert ("run",) in touched and len(mutations.accepted) > 100
+
+
+@pytest.mark.parametrize("verb", READING_VERBS)
+def test_every_reading_verb_reads_every_type_change_validate_accepts(
+    verb: str, mutations: _Mutations, tmp_path: Path
+) -> None:
+    """Targeted: each field of each kind of object set to another JSON type that validate()
+    accepts; every verb that reads traces exits 0 on it, with no traceback."""
+    original = tmp_path / "original.trace.json"
+    original.write_bytes(orjson.dumps(mutations.docs["learn"]))
+    failures = []
+    for name, path, key, kind in mutations.share(verb):
+        status, output = _run_verb(
+            verb, mutations.doc(name, path, key, BY_TYPE[kind]), tmp_path, original
+        )
+        if status != 0 or "Traceback" in output:
+            failures.append(f"{name} {path} {key}={kind}: status {status}: {output[-200:]}")
+    assert failures == []
+
+
+VERB_FUZZ = settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.filter_too_much,
+    ],
+)
+
+
+@st.composite
+def accepted_mutation(draw: st.DrawFn, mutations: _Mutations) -> dict[str, Any]:
+    """A demo trace with a key of an object (its own or any a reader looks up) set to an odd
+    value, that validate() accepts."""
+    name, path = draw(st.sampled_from(mutations.spots))
+    own = sorted(_at(mutations.docs[name], path))
+    key = draw(st.sampled_from(READER_KEYS) | (st.sampled_from(own) if own else st.nothing()))
+    doc = mutations.doc(name, path, key, draw(ODD_VALUES | JSON))
+    assume(validate(doc) == [])
+    return doc
+
+
+@pytest.mark.parametrize("verb", READING_VERBS)
+def test_every_reading_verb_reads_odd_values_validate_accepts(
+    verb: str, mutations: _Mutations, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Random: any reader key (present or not) of any object set to an odd or random JSON
+    value that validate() accepts; every verb exits 0, no traceback (bounded examples)."""
+    folder = tmp_path_factory.mktemp("verb")
+    original = folder / "original.trace.json"
+    original.write_bytes(orjson.dumps(mutations.docs["learn"]))
+
+    @VERB_FUZZ
+    @given(doc=accepted_mutation(mutations))
+    def check(doc: dict[str, Any]) -> None:
+        status, output = _run_verb(verb, doc, folder, original)
+        assert "Traceback" not in output
+        assert status == 0, output[-300:]
+
+    check()

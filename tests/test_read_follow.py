@@ -148,3 +148,26 @@ def test_validate_accepts_a_storage_folder(
     assert main(["validate", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert out.count("OK ") == 3  # the latest run, its stream and its kept copy
+
+
+def test_follow_refuses_an_event_validate_would_refuse(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run_started whose coordinator is a list (0.1.0: a traceback in the header): exit 2,
+    one error line naming the stream and the field."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    with record_trace(chef, stream=True):
+        chef.learn_rules(max_refinement_iterations=1)
+    stream = tmp_path / "reviews.trace.jsonl"
+    lines = stream.read_bytes().splitlines()
+    lines[1] = (
+        lines[1]
+        .replace(b'"coordinator":{', b'"coordinator":[{', 1)
+        .replace(b'},"storage_path"', b'}],"storage_path"', 1)
+    )
+    stream.write_bytes(b"\n".join(lines) + b"\n")
+    capsys.readouterr()  # rulechef's own prints
+    assert main(["show", "--follow", str(stream)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert f"{stream}: event seq 1: coordinator: expected null or an object, got an array" in err

@@ -131,3 +131,18 @@ def test_a_trace_has_a_short_repr_and_reader_properties(tmp_path: Path) -> None:
     assert trace.run_id == trace["run"]["id"]
     assert isinstance(trace.duration_s, float) and trace.duration_s >= 0
     assert trace.patches == trace.events_of("patch_decided") and trace.patches
+
+
+def test_the_status_line_never_wraps_on_a_narrow_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status longer than the terminal is cut to one row, or the redraw could not clear it."""
+    monkeypatch.setenv("COLUMNS", "40")
+    monkeypatch.setenv("NO_COLOR", "1")
+    stream = TTYText()
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_POS]), name="a-very-long-dataset-name" * 3)
+    with record_trace(chef, live=stream):
+        chef.learn_rules(max_refinement_iterations=2)
+    statuses = [part.split("\n")[-1] for part in stream.getvalue().split("\r\033[K")]
+    assert any(s.startswith("a-very-long") for s in statuses)
+    assert all(len(s) <= 39 for s in statuses)

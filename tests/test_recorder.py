@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import Counter
 from typing import Any
@@ -178,3 +179,258 @@ def test_trace_files_get_ordinary_permissions(tmp_path):
         os.umask(old)
     mode = stat.S_IMODE((tmp_path / "reviews.trace.json").stat().st_mode)
     assert mode == 0o644
+
+
+# --- receivers cannot change the record ---------------------------------------------
+
+
+def _vandalise(sender: Any, **event: Any) -> None:
+    """A receiver that mutates everything it was given, in place."""
+    for value in event.values():
+        if isinstance(value, list):
+            value.clear()
+        elif isinstance(value, dict):
+            for key in list(value):
+                value[key] = "vandalised"
+
+
+@pytest.mark.parametrize("connected", ["before the recorder", "after the recorder"])
+def test_a_receiver_that_mutates_its_payload_cannot_change_the_record(tmp_path, connected):
+    """Lists emptied and dicts overwritten by another receiver, whenever it was connected
+    (blinker's order is arbitrary): the trace keeps what was sent."""
+    from rulechef_trace import ALL_SIGNALS
+
+    chef = make_chef(tmp_path, rich_llm(), "agentic")
+    recorder = TraceRecorder(chef)
+    if connected == "after the recorder":
+        recorder.attach()
+    for signal in ALL_SIGNALS:
+        signal.connect(_vandalise, sender=chef, weak=False)
+    try:
+        with recorder:
+            chef.learn_rules(max_refinement_iterations=2)
+    finally:
+        for signal in ALL_SIGNALS:
+            signal.disconnect(_vandalise)
+    trace = recorder.last
+    assert trace is not None and validate(trace) == []
+    assert "vandalised" not in json.dumps(trace)
+    assert trace.events_of("synthesized")[0]["rules_after"]
+    assert trace.final_metrics is not None and isinstance(trace.final_metrics["f1"], float)
+    assert load_trace(trace_path(tmp_path, "reviews")) == trace
+
+
+# --- values that had to be coerced are counted ----------------------------------------
+
+
+def test_a_64_bit_overflowing_seed_is_written_as_a_string_and_counted(tmp_path):
+    """learn_rules(split_seed=2**64) leaves a trace file (0.1.0 lost it) that counts 1 coercion."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    with record_trace(chef, stream=True) as recorder:
+        chef.learn_rules(max_refinement_iterations=1, split_seed=2**64)
+    written = load_trace(trace_path(tmp_path, "reviews"))
+    assert written.run["params"]["split_seed"] == str(2**64)
+    assert written.run["stats"]["coerced_values"] == 1 == recorder.coerced_values
+    assert written == recorder.last == load_trace(tmp_path / "reviews.trace.jsonl")
+
+
+def test_every_kind_of_coercion_is_counted_once() -> None:
+    """A big int, a non-string key, a value nested past 200 levels, an unknown object: 4."""
+    from rulechef_trace.recorder import _serialise
+
+    deep: Any = "leaf"
+    for _ in range(300):
+        deep = [deep]
+    line, count = _serialise({"big": -(2**70), 3: "int key", "deep": deep, "odd": object()})
+    assert count == 4
+    data = json.loads(line)
+    assert data["big"] == str(-(2**70)) and data["3"] == "int key"
+    assert _serialise({"plain": [1, 2.5, None, "x"]}) == (b'{"plain":[1,2.5,null,"x"]}', 0)
+
+
+def test_a_clean_run_counts_no_coercion(tmp_path):
+    """An ordinary run: coerced_values 0 in the trace, on the recorder."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    with record_trace(chef, write=False) as recorder:
+        chef.learn_rules(max_refinement_iterations=1)
+    assert recorder.last is not None and recorder.last.run["stats"]["coerced_values"] == 0
+    assert recorder.coerced_values == 0
+
+
+# --- detach from another thread --------------------------------------------------------
+
+
+def _detach_from_another_thread(recorder: TraceRecorder) -> None:
+    worker = threading.Thread(target=recorder.detach)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive()
+
+
+def test_detach_from_another_thread_mid_run_drops_the_run_with_one_warning(tmp_path, caplog):
+    """No exception, no traceback; the run in progress is dropped and its stream closed."""
+    from rulechef_trace import patch_decided
+
+    chef = make_chef(tmp_path, rich_llm())
+    recorder = TraceRecorder(chef, stream=True).attach()
+    streams: list[Any] = []
+
+    def detach_once(sender: Any, **event: Any) -> None:
+        patch_decided.disconnect(detach_once)
+        streams.extend(recorder._streams.values())
+        _detach_from_another_thread(recorder)
+
+    patch_decided.connect(detach_once, sender=chef, weak=False)
+    with caplog.at_level(logging.WARNING, logger="rulechef_trace"):
+        chef.learn_rules(max_refinement_iterations=3)
+    assert recorder.traces == [] and not recorder.attached
+    assert [r.getMessage() for r in caplog.records] == [
+        "rulechef_trace: recorder detached with 1 run(s) in progress; they are not recorded"
+    ]
+    assert all(r.exc_info is None for r in caplog.records)
+    assert len(streams) == 1 and streams[0].closed
+
+
+def test_detach_from_another_thread_while_a_run_is_written_keeps_the_record(
+    tmp_path, caplog, monkeypatch
+):
+    """A run that delivered its finalized event is recorded and written, detach or not."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    recorder = TraceRecorder(chef).attach()
+    write = recorder._write
+
+    def detach_then_write(trace: Any, sender: Any) -> None:
+        _detach_from_another_thread(recorder)
+        write(trace, sender)
+
+    monkeypatch.setattr(recorder, "_write", detach_then_write)
+    with caplog.at_level(logging.WARNING, logger="rulechef_trace"):
+        chef.learn_rules(max_refinement_iterations=1)
+    assert len(recorder.traces) == 1 and caplog.records == []
+    assert load_trace(trace_path(tmp_path, "reviews")) == recorder.last
+
+
+def test_an_event_delivered_after_detach_is_ignored(tmp_path):
+    """blinker may still call a receiver it listed before detach(): nothing is started."""
+    recorder = TraceRecorder(None, storage_path=tmp_path, stream=True).attach()
+    recorder.detach()
+    recorder._receive("run_started", None, run_id="r1", seq=1, t=0.0, kind="learn")
+    assert recorder._runs == {} and recorder._streams == {}
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- SystemExit and KeyboardInterrupt during a run ------------------------------------
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
+@pytest.mark.parametrize("raised_by", ["receiver", "llm", "finalized receiver"])
+def test_exit_and_interrupt_during_a_run_are_recorded_and_reraised(tmp_path, exc_type, raised_by):
+    """A receiver's or the LLM's SystemExit/KeyboardInterrupt is not swallowed: it propagates
+    (the same object), and the run's trace is kept and written: status failed, or completed
+    when it came from a receiver of the final event (the recorder had that event already)."""
+    from rulechef_trace import finalized, patch_decided
+
+    exc = exc_type(3) if exc_type is SystemExit else exc_type()
+    llm = ScriptedLLM(patch=[exc]) if raised_by == "llm" else rich_llm()
+    chef = make_chef(tmp_path, llm)
+    signal = finalized if raised_by == "finalized receiver" else patch_decided
+
+    def stop(sender: Any, **event: Any) -> None:
+        raise exc
+
+    with pytest.raises(exc_type) as caught, record_trace(chef) as recorder:
+        if raised_by != "llm":
+            signal.connect(stop, sender=chef, weak=False)
+        try:
+            chef.learn_rules(max_refinement_iterations=2)
+        finally:
+            signal.disconnect(stop)
+    assert caught.value is exc
+    trace = load_trace(trace_path(tmp_path, "reviews"))
+    assert trace == recorder.last and validate(trace) == []
+    if raised_by == "finalized receiver":
+        assert trace.status == "completed"
+    else:
+        assert trace.status == "failed" and trace.run["error"]["type"] == exc_type.__name__
+
+
+# --- one write for the history file and the latest-run file -------------------------------
+
+
+def _fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record each fsync as "file" or "folder"."""
+    import os
+    import stat
+
+    import rulechef_trace.recorder as recorder_module
+
+    kinds: list[str] = []
+    real = os.fsync
+
+    def counted(fd: int) -> None:
+        kinds.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real(fd)
+
+    monkeypatch.setattr(recorder_module.os, "fsync", counted)
+    return kinds
+
+
+def test_a_learn_run_is_written_once_and_fsynced_once(tmp_path, monkeypatch):
+    """History and latest-run file: one inode (a hard link), one file fsync, one per folder."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    kinds = _fsyncs(monkeypatch)
+    with record_trace(chef) as recorder:
+        chef.learn_rules(max_refinement_iterations=1)
+    latest = trace_path(tmp_path, "reviews")
+    (kept,) = history_dir(tmp_path, "reviews").glob("*.trace.json")
+    assert sorted(kinds) == ["file", "folder", "folder"]
+    assert latest.stat().st_ino == kept.stat().st_ino and latest.stat().st_nlink == 2
+    assert recorder.paths == [kept, latest] and recorder.write_errors == 0
+
+
+def test_the_next_run_replaces_the_latest_file_and_leaves_the_kept_one(tmp_path):
+    """Replacing <dataset>.trace.json by rename unlinks only that name: history stays intact."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    with record_trace(chef) as recorder:
+        chef.learn_rules(max_refinement_iterations=1)
+        chef.learn_rules(max_refinement_iterations=1)
+    first, second = recorder.traces
+    kept = {load_trace(p).run["id"] for p in history_dir(tmp_path, "reviews").glob("*.json")}
+    assert kept == {first.run["id"], second.run["id"]}
+    assert load_trace(trace_path(tmp_path, "reviews")) == second
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_without_hard_links_each_name_gets_its_own_copy(tmp_path, monkeypatch):
+    """EXDEV or EPERM from os.link (another file system, FAT): an atomic copy, no error."""
+    import errno
+    import os
+
+    import rulechef_trace.recorder as recorder_module
+
+    def no_links(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(recorder_module.os, "link", no_links)
+    chef = make_chef(tmp_path, ScriptedLLM())
+    with record_trace(chef) as recorder:
+        chef.learn_rules(max_refinement_iterations=1)
+    latest = trace_path(tmp_path, "reviews")
+    (kept,) = history_dir(tmp_path, "reviews").glob("*.trace.json")
+    assert os.stat(latest).st_ino != os.stat(kept).st_ino
+    assert load_trace(kept) == load_trace(latest) == recorder.last
+    assert recorder.write_errors == 0
+
+
+def test_a_symlink_planted_at_the_history_name_is_not_followed(tmp_path, monkeypatch):
+    """link() never follows its target; the copy that replaces the symlink leaves the victim."""
+    import rulechef_trace.recorder as recorder_module
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    target = tmp_path / "store" / "d.traces" / "x.trace.json"
+    target.parent.mkdir(parents=True)
+    target.symlink_to(victim)
+    _, failed = recorder_module.write_once([target, tmp_path / "store" / "d.json"], b"{}")
+    assert failed == [] and victim.read_text() == "keep me"
+    assert not target.is_symlink() and target.read_bytes() == b"{}"

@@ -84,7 +84,7 @@ def test_every_rule_id_in_the_trace_has_a_name(trace_file):
         (b'{"format": "something-else"}', "not a rulechef-trace file"),
         (b'{"format": "rulechef-trace", "version": 7}', "version 7 is newer"),
         (b'{"format": "rulechef-trace", "version": "1"}', "not an integer"),
-        (b'{"format": "rulechef-trace", "version": 1}', '"run" is missing'),
+        (b'{"format": "rulechef-trace", "version": 1}', "'run' is required"),
     ],
 )
 def test_bad_files_give_a_clear_error_naming_the_file(tmp_path, content, problem):
@@ -109,6 +109,9 @@ def test_validate_reports_broken_sequence_numbers(trace_file):
     assert "not strictly increasing" in validate(broken)[0]
     broken = copy.deepcopy(trace)
     del broken["events"][-1]
+    assert validate(broken) == ["events: holds no finalized event (a finished run ends with one)"]
+    broken = copy.deepcopy(trace)
+    broken["events"].append({**broken["events"][1], "seq": len(broken["events"]) + 1})
     assert validate(broken) == ["the last event is not finalized"]
 
 
@@ -163,13 +166,14 @@ def test_validate_requires_the_fields_the_schema_requires(trace_file):
     broken = copy.deepcopy(trace)
     patch = next(e for e in broken["events"] if e["type"] == "patch_decided")
     del patch["outcome"]
-    assert validate(broken) == [f"event seq {patch['seq']} (patch_decided) lacks outcome"]
+    index = patch["seq"] - 1
+    assert validate(broken) == [f"events[{index}]: 'outcome' is required (patch_decided event)"]
     broken = copy.deepcopy(trace)
     del broken["events"][1]["t"]
-    assert "t is missing" in validate(broken)[0]
+    assert validate(broken)[0].startswith("events[1]: 't' is required")
     broken = copy.deepcopy(trace)
     del broken["run"]["rulechef_version"]
-    assert validate(broken) == ["run lacks rulechef_version"]
+    assert validate(broken) == ["run: 'rulechef_version' is required"]
 
 
 def test_trace_lineage_names_where_each_final_rule_came_from(trace_file):

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import logging
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import IO, cast
 import orjson
 
 from rulechef_trace import __version__
+from rulechef_trace._terminal import fit_for, is_terminal
 from rulechef_trace._text import clean, is_unsafe
 from rulechef_trace.demo import DEFAULT_DIR, DemoDataError, run_demo
 from rulechef_trace.report import (
@@ -35,7 +38,7 @@ from rulechef_trace.report import (
     render_lineage,
     render_trace,
 )
-from rulechef_trace.trace import TraceError, load_trace
+from rulechef_trace.trace import MAX_BYTES, TraceError, TraceReadError, load_trace, read_limit
 
 __all__ = ["build_parser", "colourize", "main", "wants_colour"]
 
@@ -91,29 +94,50 @@ def _colour_line(line: str) -> str:
     return body + end
 
 
-class _PaintingStream(io.TextIOBase):
-    """A text stream that colours each write and passes it on (for the demo)."""
+class _TerminalStream(io.TextIOBase):
+    """A text stream for a terminal: each complete line fitted to its width and coloured.
 
-    def __init__(self, target: IO[str]):
+    Used for the demo, which prints as it goes; a partial line waits for its
+    end (or a flush).
+    """
+
+    def __init__(self, target: IO[str], *, colour: bool):
         super().__init__()
         self._target = target
+        self._colour = colour
+        self._partial = ""
 
     def write(self, text: str) -> int:
-        self._target.write(colourize(text))
+        *lines, self._partial = (self._partial + text).split("\n")
+        if lines:
+            self._emit("".join(line + "\n" for line in lines))
         return len(text)
 
     def flush(self) -> None:
+        if self._partial:
+            self._emit(self._partial)
+            self._partial = ""
         self._target.flush()
+
+    def _emit(self, text: str) -> None:
+        text = fit_for(text, self._target)
+        self._target.write(colourize(text) if self._colour else text)
 
 
 def _out(text: str) -> None:
-    """Print a rendered text to standard output, coloured where wanted."""
+    """Print a rendered text to standard output, fitted to its width, coloured where wanted."""
     text = clean(text, newlines=True)  # backstop: no byte from a trace drives the terminal
+    text = fit_for(text, sys.stdout)
     print(colourize(text) if wants_colour(sys.stdout) else text, end="")
 
 
 def _error(message: str) -> None:
     print(f"{PROG}: error: {clean(message)}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    """One line on standard error about something skipped; the verb goes on."""
+    print(f"{PROG}: note: {clean(message)}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------
@@ -123,8 +147,8 @@ def _error(message: str) -> None:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     out: IO[str] = sys.stdout
-    if wants_colour(sys.stdout):
-        out = cast(IO[str], _PaintingStream(sys.stdout))
+    if is_terminal(sys.stdout):
+        out = cast(IO[str], _TerminalStream(sys.stdout, colour=wants_colour(sys.stdout)))
     try:
         run_demo(
             args.dir,
@@ -137,9 +161,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     except (DemoDataError, BrokenPipeError):
         raise
     except Exception as exc:  # the run failed; run_demo printed its trace
+        out.flush()
         logger.debug("demo run failed", exc_info=True)
         _error(f"demo run failed: {type(exc).__name__}: {exc}")
         return EXIT_INVALID
+    out.flush()
     return EXIT_OK
 
 
@@ -184,8 +210,41 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    _out(render_history(history(args.storage_dir, args.dataset)))
+    found = history(args.storage_dir, args.dataset)
+    unread = _unreadable_folders(Path(args.storage_dir), args.dataset)
+    if unread:
+        found = dataclasses.replace(found, notes=[*found.notes, *unread])
+    _out(render_history(found))
     return EXIT_OK
+
+
+def _unreadable_folders(folder: Path, dataset: str | None) -> list[str]:
+    """Notes for the folders ``history`` would list but cannot read (they hide runs)."""
+    notes = []
+    if dataset is not None:
+        candidates = [folder / f"{dataset}.traces"]
+    elif folder.name.endswith(".traces"):
+        candidates = [folder]
+    else:
+        problem = _listing_problem(folder)
+        if problem:
+            return [f"cannot read {folder}: {problem}; no run there is listed"]
+        candidates = sorted(p for p in folder.glob("*.traces") if p.is_dir())
+    for runs in candidates:
+        problem = _listing_problem(runs)
+        if problem:
+            notes.append(f"cannot read {runs.name}: {problem}; its runs are not listed")
+    return notes
+
+
+def _listing_problem(folder: Path) -> str | None:
+    try:
+        with os.scandir(folder):
+            return None
+    except FileNotFoundError:
+        return None  # reported by the reader itself
+    except OSError as exc:
+        return str(exc.strerror or exc)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -200,29 +259,63 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _validate_folder(folder: Path) -> int:
     # A storage folder: its latest-run files, streams and every kept run.
-    files = sorted(
-        p
-        for pattern in ("*.trace.json", "*.trace.jsonl", "*.traces/*.trace.json")
-        for p in folder.glob(pattern)
-        if p.is_file()
-    )
+    files, skipped = _folder_traces(folder)
+    for note in skipped:
+        _note(note)
     if not files:
-        _error(f"{folder}: is a directory, not a trace file, and holds no trace files")
+        if not skipped:
+            _error(f"{folder}: is a directory, not a trace file, and holds no trace files")
         return EXIT_BAD_INPUT
-    return max(_validate_one(str(p)) for p in files)
+    status = max(_validate_one(str(p)) for p in files)
+    return max(status, EXIT_BAD_INPUT if skipped else EXIT_OK)
+
+
+_FOLDER_PATTERNS = ("*.trace.json", "*.trace.jsonl")
+
+
+def _folder_traces(folder: Path) -> tuple[list[Path], list[str]]:
+    """The trace files of a storage folder and its ``*.traces`` folders, and what was skipped.
+
+    Only regular files are kept: a FIFO or a device named like a trace is
+    skipped with a note, and so is a folder that cannot be listed.
+    """
+    files: list[Path] = []
+    skipped: list[str] = []
+    for place, patterns in [(folder, _FOLDER_PATTERNS)] + [
+        (sub, ("*.trace.json",)) for sub in sorted(folder.glob("*.traces")) if sub.is_dir()
+    ]:
+        problem = _listing_problem(place)
+        if problem:
+            skipped.append(f"skipped {place}: cannot read the folder: {problem}")
+            continue
+        for path in sorted({p for pattern in patterns for p in place.glob(pattern)}):
+            kind = _kind(path)
+            if kind == "file":
+                files.append(path)
+            elif kind != "directory":
+                skipped.append(f"skipped {path}: {kind}, not a trace file")
+    return sorted(files), skipped
+
+
+def _kind(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    return "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
 
 
 def _validate_one(path: str) -> int:
     """Check one file; print its verdict line. Returns its exit status."""
-    p = Path(path)
-    if not p.exists():
-        _error(f"{path}: no such file")
-        return EXIT_BAD_INPUT
-    if p.is_dir():
-        _error(f"{path}: is a directory, not a trace file")
-        return EXIT_BAD_INPUT
     try:
-        trace = load_trace(p)
+        trace = load_trace(path)
+    except TraceReadError as exc:  # missing, a folder, a FIFO, too large: not checked at all
+        _error(str(exc))
+        return EXIT_BAD_INPUT
     except TraceError as exc:
         _out(f"INVALID  {path}: {exc.problem}\n")
         return EXIT_INVALID
@@ -326,6 +419,28 @@ def _verb(
     return sub
 
 
+def _byte_count(text: str) -> int:
+    """``--max-bytes`` value: bytes, or with a K, M or G suffix (powers of 1024)."""
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:].upper(), 1)
+    digits = text[:-1] if scale > 1 else text
+    try:
+        value = int(digits) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a byte count: {text!r} (e.g. 200M)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 byte")
+    return value
+
+
+def _add_max_bytes(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--max-bytes",
+        type=_byte_count,
+        metavar="N",
+        help=f"read no trace file larger than N bytes (K/M/G suffixes; default {MAX_BYTES >> 20}M)",
+    )
+
+
 def _add_demo(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sub = _verb(
         verbs, "demo", "learn rules on a small data set, offline, and show the trace", _cmd_demo
@@ -358,18 +473,21 @@ def _add_show(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="print each step of a streamed run as it arrives; exit 0 when the run ends"
         " (PATH a .trace.jsonl or a folder: its newest stream, waiting for one)",
     )
+    _add_max_bytes(sub)
 
 
 def _add_lineage(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sub = _verb(verbs, "lineage", "tell how a rule (or every final rule) came to be", _cmd_lineage)
     sub.add_argument("path", help="a trace file")
     sub.add_argument("rule", nargs="?", help="a rule id or name (default: every final rule)")
+    _add_max_bytes(sub)
 
 
 def _add_diff(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sub = _verb(verbs, "diff", "compare two runs: rules, metrics, patches", _cmd_diff)
     sub.add_argument("a", help="the first trace file")
     sub.add_argument("b", help="the second trace file")
+    _add_max_bytes(sub)
 
 
 def _add_history(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -378,6 +496,7 @@ def _add_history(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     sub.add_argument("storage_dir", metavar="STORAGE_DIR", help="the chef's storage folder")
     sub.add_argument("--dataset", metavar="NAME", help="only this dataset")
+    _add_max_bytes(sub)
 
 
 def _add_validate(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -387,6 +506,7 @@ def _add_validate(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub.add_argument(
         "paths", metavar="PATH", nargs="+", help="trace files, or storage folders (every trace)"
     )
+    _add_max_bytes(sub)
 
 
 def _add_html(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -395,12 +515,14 @@ def _add_html(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     sub.add_argument("source", metavar="PATH", help="a trace file, or a storage folder")
     sub.add_argument("-o", "--output", metavar="FILE", help="the HTML file to write")
+    _add_max_bytes(sub)
 
 
 def _run(args: argparse.Namespace) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        with read_limit(getattr(args, "max_bytes", None)):
+            return handler(args)
     except (TraceError, DemoDataError, UsageError) as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT

@@ -7,6 +7,8 @@ sleep between reads), so Ctrl-C and the run's end are noticed at once.
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,53 +16,100 @@ from typing import IO, Any
 
 import orjson
 
+from rulechef_trace._terminal import fit_for
+from rulechef_trace._text import clean, shorten
 from rulechef_trace.live import story_lines
 from rulechef_trace.render import _footer, _header
-from rulechef_trace.trace import FORMAT, Trace, TraceError, build_trace
+from rulechef_trace.trace import (
+    FORMAT,
+    Trace,
+    TraceError,
+    build_trace,
+    current_max_bytes,
+    event_problem,
+)
 
 __all__ = ["EXIT_INTERRUPTED", "follow"]
 
 EXIT_INTERRUPTED = 130
 _STREAM_GLOB = "*.trace.jsonl"
+_CHUNK = 1 << 20  # bytes read per poll: a long stream is caught up chunk by chunk
 
 
 class _Tail:
     """Read the complete lines appended to one file since the last read."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, max_line: int | None = None):
         self.path = path
+        self.max_line = current_max_bytes() if max_line is None else max_line
         self._offset = 0
         self._partial = b""
         self._inode: int | None = None
 
     def read(self) -> tuple[list[bytes], bool]:
-        """Return the new complete lines, and whether the file was started afresh."""
-        try:
-            stat = self.path.stat()
-        except OSError:
+        """Return the new complete lines (at most one chunk), and whether the file restarted.
+
+        Raises:
+            TraceError: when the path is not a regular file (a FIFO would block
+                the reader), or one line is longer than the read limit.
+        """
+        handle = _open_regular(self.path)
+        if handle is None:
             return [], False
+        with handle:
+            info = os.fstat(handle.fileno())
+            return self._read_from(handle, info)
+
+    def _read_from(self, handle: IO[bytes], info: os.stat_result) -> tuple[list[bytes], bool]:
         restarted = False
-        if (self._inode is not None and stat.st_ino != self._inode) or stat.st_size < self._offset:
+        if (self._inode is not None and info.st_ino != self._inode) or info.st_size < self._offset:
             self._offset, self._partial, restarted = 0, b"", True  # a new run truncated it
-        self._inode = stat.st_ino
-        if stat.st_size == self._offset:
+        self._inode = info.st_ino
+        if info.st_size == self._offset:
             return [], restarted
-        with self.path.open("rb") as handle:
-            handle.seek(self._offset)
-            data = handle.read()
+        handle.seek(self._offset)
+        data = handle.read(_CHUNK)
         self._offset += len(data)
         chunks = (self._partial + data).split(b"\n")
         self._partial = chunks.pop()
+        if len(self._partial) > self.max_line:
+            raise TraceError(f"a line longer than {self.max_line:,} bytes", self.path)
         return [c for c in chunks if c.strip()], restarted
+
+    @property
+    def behind(self) -> bool:
+        """Whether the file holds bytes not read yet (read again without sleeping)."""
+        try:
+            return self.path.stat().st_size > self._offset
+        except OSError:
+            return False
+
+
+def _open_regular(path: Path) -> IO[bytes] | None:
+    """Open a file to read, or None while it does not exist.
+
+    Raises:
+        TraceError: when it is not a regular file (a FIFO would block the reader).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise TraceError("not a regular file; only a .trace.jsonl stream is followed", path)
+    return os.fdopen(fd, "rb")
 
 
 def _newest_stream(folder: Path, newer_than: float | None) -> Path | None:
     streams = []
     for p in folder.glob(_STREAM_GLOB):
         try:
-            streams.append((p.stat().st_mtime, p))
+            info = p.stat()
         except OSError:
             continue
+        if stat.S_ISREG(info.st_mode):  # a FIFO named *.trace.jsonl is never opened
+            streams.append((info.st_mtime, p))
     if not streams:
         return None
     mtime, path = max(streams)
@@ -71,8 +120,14 @@ def _newest_stream(folder: Path, newer_than: float | None) -> Path | None:
 
 def _has_ended(path: Path) -> bool:
     try:
-        lines = path.read_bytes().splitlines()
-    except OSError:
+        handle = _open_regular(path)
+        if handle is None:
+            return False
+        with handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _CHUNK))  # the last line is in the last chunk
+            lines = handle.read().splitlines()
+    except (OSError, TraceError):
         return False
     return bool(lines) and b'"type":"finalized"' in lines[-1]
 
@@ -97,7 +152,7 @@ class _Follower:
         self.told_quiet = False
 
     def say(self, *lines: str) -> None:
-        self.out.write("".join(line + "\n" for line in lines))
+        self.out.write(fit_for("".join(clean(line) + "\n" for line in lines), self.out))
         self.out.flush()
 
     def wait_for_stream(self, folder: Path) -> Path:
@@ -127,7 +182,8 @@ class _Follower:
                 if self._line(path, line):
                     return 0
             self._check_quiet()
-            self.sleep(self.poll)
+            if not tail.behind:
+                self.sleep(self.poll)
 
     def _line(self, path: Path, raw: bytes) -> bool:
         try:
@@ -140,6 +196,9 @@ class _Follower:
             if obj.get("format") != FORMAT:
                 raise TraceError("not a rulechef-trace stream", path)
             return False  # the stream's header line
+        problem = event_problem(obj)
+        if problem is not None:  # what validate() would refuse is not shown either
+            raise TraceError(f"event seq {shorten(obj.get('seq'), 20)}: {problem}", path)
         self.events.append(obj)
         self.last_event = self.clock()
         self.told_quiet = False

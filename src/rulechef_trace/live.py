@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
-from rulechef_trace._text import clean
+from rulechef_trace._terminal import terminal_width
+from rulechef_trace._text import clean, shorten
 from rulechef_trace.render import _event_lines, pct
 from rulechef_trace.trace import Trace, TraceError, build_trace
 
@@ -215,7 +216,8 @@ class LiveView:
         out += [self._paint(line) + "\n" for line in lines]
         self._status_shown = False
         if self.tty and more:
-            status = progress.status(elapsed)
+            # One row, or the next redraw cannot clear what wrapped onto a second one.
+            status = shorten(progress.status(elapsed), terminal_width(self.stream) - 1)
             out.append(f"{_DIM}{status}{_RESET}" if self.colour else status)
             self._status_shown = True
         try:

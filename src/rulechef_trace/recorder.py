@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,7 +28,7 @@ from rulechef_trace.trace import (
     trace_path,
 )
 
-__all__ = ["TraceRecorder", "record_trace", "write_atomic"]
+__all__ = ["TraceRecorder", "record_trace", "write_atomic", "write_once"]
 
 logger = logging.getLogger("rulechef_trace")
 
@@ -54,10 +55,18 @@ class TraceRecorder:
             terminal with a status line redrawn in place); a text stream writes
             it there instead; a :class:`rulechef_trace.live.LiveView` is used as is.
 
+    Each event is serialised the moment the recorder receives it, so a
+    receiver that later changes the payload it got (or anything inside it)
+    cannot change the record; the trace holds exactly what the file holds.
+
     Attributes:
         traces: Every trace recorded so far, oldest first.
         paths: Every file written so far (latest-run and history files).
         write_errors: How many writes failed (each logged once as a warning).
+        coerced_values: How many values, over all runs, could not be written
+            as they were (ints beyond 64 bits, non-string keys, nesting over
+            200 levels, objects JSON has no type for) and were written as
+            strings; each trace counts its own in ``run.stats.coerced_values``.
     """
 
     def __init__(
@@ -83,8 +92,10 @@ class TraceRecorder:
         self.traces: list[Trace] = []
         self.paths: list[Path] = []
         self.write_errors = 0
+        self.coerced_values = 0
         self._lock = threading.Lock()
-        self._runs: dict[str, list[dict[str, Any]]] = {}
+        self._open = False  # under _lock: events arriving after detach() are ignored
+        self._runs: dict[str, _Run] = {}
         self._streams: dict[str, IO[bytes]] = {}
         self._subscription = sig.Subscription(self._receive, self.chef)
 
@@ -100,20 +111,38 @@ class TraceRecorder:
 
     def attach(self) -> TraceRecorder:
         """Connect to every signal (idempotent). Returns the recorder."""
+        with self._lock:
+            self._open = True
         self._subscription.connect()
         return self
 
     def detach(self) -> None:
-        """Disconnect from every signal (idempotent); runs in progress stay unrecorded."""
+        """Disconnect from every signal (idempotent).
+
+        Safe from any thread, also while runs go on: a run that already
+        delivered its ``finalized`` event is recorded; a run still in progress
+        is dropped with one warning (its stream, if any, stays as written).
+        """
         if not self._subscription.connected:
             return
         self._subscription.disconnect()
         with self._lock:
+            self._open = False
+            dropped = len(self._runs)
             streams = list(self._streams.values())
             self._streams.clear()
             self._runs.clear()
+        if dropped:
+            logger.warning(
+                "rulechef_trace: recorder detached with %d run(s) in progress; "
+                "they are not recorded",
+                dropped,
+            )
         for stream in streams:
-            stream.close()
+            try:
+                stream.close()
+            except Exception as exc:
+                self._write_failed("could not close the stream", exc)
 
     def __enter__(self) -> TraceRecorder:
         return self.attach()
@@ -123,27 +152,38 @@ class TraceRecorder:
 
     def _receive(self, signal_name: str, sender: Any, /, **payload: Any) -> None:
         event = {"type": signal_name, **payload}
+        # Serialised now: whatever a receiver does to the payload later, the record holds this.
+        line, coerced = _serialise(event)
         run_id = str(payload.get("run_id"))
         with self._lock:
-            events = self._runs.get(run_id)
-            if events is None:
+            if not self._open:
+                return  # delivered while detach() ran in another thread
+            run = self._runs.get(run_id)
+            if run is None:
                 if signal_name != "run_started":
                     return  # a run already under way when the recorder attached
-                events = self._runs[run_id] = []
-            events.append(event)
-        if self.stream:
-            self._stream_event(run_id, sender, event)
+                run = self._runs[run_id] = _Run()
+            run.coerced += coerced
+            if signal_name == "finalized":
+                line = _with_count(line, run.coerced)
+                del self._runs[run_id]
+            run.lines.append(line)
+            if self.stream:
+                self._stream_line(run_id, sender, event, line)
         if self.live is not None:
             self._show_live(event)
         if signal_name == "finalized":
-            with self._lock:
-                events = self._runs.pop(run_id, [])
-            self._finish(run_id, sender, events)
+            self._finish(run_id, sender, run)
 
-    def _finish(self, run_id: str, sender: Any, events: list[dict[str, Any]]) -> None:
-        trace = build_trace(events)
+    def _finish(self, run_id: str, sender: Any, run: _Run) -> None:
+        try:
+            trace = build_trace(orjson.loads(line) for line in run.lines)
+        except Exception as exc:  # never into the run: the events themselves were odd
+            self._write_failed("could not assemble the trace", exc)
+            return
         with self._lock:
             self.traces.append(trace)
+            self.coerced_values += run.coerced
             stream = self._streams.pop(run_id, None)
         # The trace first: a stream whose close() fails must not cost the record.
         if self.write:
@@ -173,7 +213,14 @@ class TraceRecorder:
             targets.append(history_dir(folder, dataset) / name)
         if run.get("kind") == "learn":
             targets.append(trace_path(folder, dataset))
-        failed = [(t, exc) for t in targets if (exc := self._write_one(t, data)) is not None]
+        if not targets:
+            return
+        try:
+            written, failed = write_once(targets, data)
+        except Exception as exc:  # OSError, or ValueError for a NUL in a path
+            written, failed = [], [(t, exc) for t in targets]
+        with self._lock:
+            self.paths.extend(written)
         if failed:
             names = ", ".join(str(t) for t, _ in failed)
             self._write_failed(f"could not write {names}", failed[0][1])
@@ -187,18 +234,17 @@ class TraceRecorder:
             self.paths.append(target)
         return None
 
-    def _stream_event(self, run_id: str, sender: Any, event: dict[str, Any]) -> None:
+    def _stream_line(self, run_id: str, sender: Any, event: dict[str, Any], line: bytes) -> None:
+        """Append one event to the run's stream (called under the lock: detach waits)."""
         try:
-            with self._lock:
-                stream = self._streams.get(run_id)
-                if stream is None and event["type"] == "run_started":
-                    stream = self._open_stream(sender, event)
-                    self._streams[run_id] = stream
+            stream = self._streams.get(run_id)
+            if stream is None and event["type"] == "run_started":
+                stream = self._streams[run_id] = self._open_stream(sender, event)
             if stream is not None:
-                stream.write(dumps_any(event) + b"\n")
+                stream.write(line + b"\n")
                 stream.flush()
         except Exception as exc:  # any fault in writing is a write error, never the run's
-            self._write_failed("could not stream an event", exc)
+            self._write_failed("could not stream an event", exc, locked=True)
 
     def _show_live(self, event: dict[str, Any]) -> None:
         try:
@@ -206,9 +252,12 @@ class TraceRecorder:
         except Exception as exc:  # the live view never stops the run or its record
             logger.warning("rulechef_trace: live view failed (%s)", _reason(exc))
 
-    def _write_failed(self, what: str, exc: BaseException) -> None:
-        with self._lock:
+    def _write_failed(self, what: str, exc: BaseException, *, locked: bool = False) -> None:
+        if locked:
             self.write_errors += 1
+        else:
+            with self._lock:
+                self.write_errors += 1
         logger.warning(
             "rulechef_trace: %s (%s); the trace stays in recorder.traces", what, _reason(exc)
         )
@@ -241,26 +290,60 @@ def _reason(exc: BaseException) -> str:
     return str(strerror) if strerror else describe_exception(exc, limit=200)
 
 
+@dataclass
+class _Run:
+    """One run in progress: its events as serialised, and how many values were coerced."""
+
+    lines: list[bytes] = field(default_factory=list)
+    coerced: int = 0
+
+
 def dumps_any(value: Any) -> bytes:
     """Serialise a trace or event; ints beyond 64 bits and too-deep values become strings."""
+    return _serialise(value)[0]
+
+
+def _serialise(value: Any) -> tuple[bytes, int]:
+    """JSON bytes of ``value``, and how many values had to be coerced to strings."""
     try:
-        return orjson.dumps(value)
-    except TypeError:  # orjson.JSONEncodeError: a big int, nesting over 255, an odd type
-        return orjson.dumps(_jsonable(value, 0))
+        return orjson.dumps(value), 0
+    except TypeError:  # orjson.JSONEncodeError: a big int, nesting over 255, an odd type or key
+        count = [0]
+        return orjson.dumps(_jsonable(value, 0, count)), count[0]
 
 
-def _jsonable(value: Any, depth: int) -> Any:
-    if depth > 200:
-        return safe_str(value)
-    if isinstance(value, Mapping):
-        return {safe_str(k): _jsonable(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, depth + 1) for v in value]
+def _with_count(line: bytes, coerced: int) -> bytes:
+    """The finalized event with the run's count of coerced values in its ``stats``."""
+    event = orjson.loads(line)
+    stats = event.get("stats")
+    event["stats"] = {**(stats if isinstance(stats, dict) else {}), "coerced_values": coerced}
+    return orjson.dumps(event)
+
+
+def _jsonable(value: Any, depth: int, count: list[int]) -> Any:
     if isinstance(value, bool) or value is None or isinstance(value, (float, str)):
         return value
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)
-    return safe_str(value)
+    if depth > 200:
+        count[0] += 1
+        return safe_str(value)
+    if isinstance(value, Mapping):
+        return {_key(k, count): _jsonable(v, depth + 1, count) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, depth + 1, count) for v in value]
+    if isinstance(value, int) and -(2**63) <= value < 2**64:
+        return value
+    try:  # a type orjson knows (datetime, UUID, dataclass, ...) keeps its own form
+        return orjson.loads(orjson.dumps(value))
+    except TypeError:
+        count[0] += 1
+        return safe_str(value)
+
+
+def _key(key: Any, count: list[int]) -> str:
+    if isinstance(key, str):
+        return key
+    count[0] += 1
+    return safe_str(key)
 
 
 def write_atomic(target: Path, data: bytes) -> None:
@@ -268,11 +351,73 @@ def write_atomic(target: Path, data: bytes) -> None:
 
     A uniquely named temporary file in the same folder is written, flushed,
     fsynced and renamed over the target; concurrent writers never share it.
+    A mode the user gave the old file (e.g. 600) is kept.
 
     Raises:
         OSError: when the folder cannot be created or written.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _write_temp(target, data)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        _discard(tmp)
+        raise
+    _fsync_folder(target.parent)
+
+
+def write_once(targets: list[Path], data: bytes) -> tuple[list[Path], list[tuple[Path, Exception]]]:
+    """Write ``data`` under every name in ``targets``: one write, one fsync.
+
+    The last target is replaced atomically (as :func:`write_atomic` does); the
+    others are new names (history files) given to the same fsynced file by a
+    hard link, so every name appears complete or not at all. Where a link
+    cannot be made (another file system, no hard links, the name taken) that
+    name gets its own atomic copy. Each folder touched is fsynced once.
+
+    The names share one inode: an in-place edit of one shows in the others.
+    The recorder never edits a trace in place and readers never write.
+
+    Returns:
+        The names written, and each name that failed with its exception.
+
+    Raises:
+        OSError: when the data could not be written at all (nothing is named).
+    """
+    *links, last = targets
+    for folder in {t.parent for t in targets}:
+        folder.mkdir(parents=True, exist_ok=True)
+    tmp = _write_temp(last, data)
+    written: list[Path] = []
+    failed: list[tuple[Path, Exception]] = []
+    try:
+        for target in links:
+            try:
+                _link_or_copy(tmp, target, data)
+                written.append(target)
+            except (OSError, ValueError) as exc:
+                failed.append((target, exc))
+        try:
+            os.replace(tmp, last)
+            written.append(last)
+        except (OSError, ValueError) as exc:
+            failed.append((last, exc))
+    finally:
+        _discard(tmp)  # gone already when the rename worked
+    for folder in {t.parent for t in written}:
+        _fsync_folder(folder)
+    return written, failed
+
+
+def _link_or_copy(tmp: str, target: Path, data: bytes) -> None:
+    try:
+        os.link(tmp, target, follow_symlinks=False)  # never follows a link planted at target
+    except OSError:
+        write_atomic(target, data)  # EXDEV, EPERM (no hard links), EEXIST: a copy instead
+
+
+def _write_temp(target: Path, data: bytes) -> str:
+    """A fsynced temporary file beside ``target`` holding ``data``, in the old file's mode."""
     fd, tmp = _create_temp(target)
     try:
         with contextlib.suppress(FileNotFoundError):  # keep a mode the user set (e.g. 600)
@@ -281,12 +426,15 @@ def write_atomic(target: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
-    _fsync_folder(target.parent)
+    return tmp
+
+
+def _discard(tmp: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
 
 
 def _create_temp(target: Path) -> tuple[int, str]:

@@ -139,7 +139,11 @@ def send_safely(signal: NamedSignal, sender: Any, payload: dict[str, Any]) -> in
     if signal.is_muted:
         return 0
     errors = 0
-    for receiver in list(signal.receivers_for(sender)):
+    receivers = list(signal.receivers_for(sender))
+    # blinker's order is arbitrary (a set): the package's own subscribers (recorder, OTel
+    # bridge) go first, so no user receiver can change a payload in place before they copy it.
+    receivers.sort(key=lambda r: not isinstance(r, _Own))
+    for receiver in receivers:
         try:
             result = receiver(sender, **payload)
             if inspect.iscoroutine(result):
@@ -167,6 +171,10 @@ def followed() -> list[Any]:
     return list(_followed)
 
 
+class _Own(partial[None]):
+    """A :class:`Subscription`'s receiver; :func:`send_safely` calls these first."""
+
+
 class Subscription:
     """One handler connected, strongly, to every signal of the package.
 
@@ -181,7 +189,7 @@ class Subscription:
     def __init__(self, handler: Callable[..., None], sender: Any = None):
         self.sender = ANY if sender is None else sender
         self.connected = False
-        self._receivers = {s: partial(handler, s.name) for s in ALL_SIGNALS}
+        self._receivers = {s: _Own(handler, s.name) for s in ALL_SIGNALS}
 
     def connect(self) -> None:
         """Connect to every signal (weak=False: the subscription owns its receivers)."""

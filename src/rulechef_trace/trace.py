@@ -7,26 +7,36 @@ data, with a few read-only helpers; docs/trace-format.md describes every key.
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Iterable, Mapping
+import os
+import stat
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from rulechef_trace._schema_check import Check, Failure, compile_schema
+from rulechef_trace._text import shorten
 from rulechef_trace.events import EVENT_TYPES
 
 __all__ = [
     "EVENT_TYPES",
     "FORMAT",
+    "MAX_BYTES",
     "VERSION",
     "ReplayError",
     "Trace",
     "TraceError",
+    "TraceReadError",
     "build_trace",
+    "current_max_bytes",
+    "event_problem",
     "history_dir",
     "load_trace",
+    "read_limit",
     "replay",
     "trace_path",
     "validate",
@@ -34,6 +44,10 @@ __all__ = [
 
 FORMAT = "rulechef-trace"
 VERSION = 1
+
+#: The largest trace file the readers open unless told otherwise (64 MiB).
+MAX_BYTES = 64 * 2**20
+_max_bytes: ContextVar[int] = ContextVar("rulechef_trace_max_bytes", default=MAX_BYTES)
 
 STATUSES = ("completed", "not_enough_data", "no_rules", "failed", "incomplete")
 
@@ -63,6 +77,10 @@ class TraceError(ValueError):
         self.path = str(path) if path is not None else None
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class TraceReadError(TraceError):
+    """A file could not be read at all: missing, not a regular file, too large, no permission."""
 
 
 class ReplayError(TraceError):
@@ -273,9 +291,13 @@ def _replayed(trace: Trace) -> list[str]:
 def _apply(rules: list[str], event: Mapping[str, Any]) -> list[str]:
     if event.get("type") == "run_started":
         return list(event.get("rules") or [])
-    removed = set(event.get("removed") or ())
-    kept = [rid for rid in rules if rid not in removed]
-    return kept + [rid for rid in event.get("added") or () if rid not in kept]
+    removed, added = event.get("removed") or (), event.get("added") or ()
+    if not removed and not added:
+        return rules  # most events move no rule: no copy (5,000 rules x 5,000 events)
+    gone = set(removed)
+    kept = [rid for rid in rules if rid not in gone] if gone else rules
+    present = set(kept)
+    return kept + [rid for rid in added if rid not in present]
 
 
 def replay(trace: Mapping[str, Any]) -> list[str]:
@@ -295,7 +317,7 @@ def replay(trace: Mapping[str, Any]) -> list[str]:
     for event in trace.get("events") or []:
         rules = _apply(rules, event)
         after = event.get("rules_after")
-        if after is not None and set(after) != set(rules):
+        if after is not None and after != rules and set(after) != set(rules):
             raise ReplayError(
                 f"event seq {event.get('seq')} ({event.get('type')}): replayed rules differ "
                 f"from its rules_after: {_difference(rules, after)}"
@@ -322,19 +344,29 @@ def _difference(replayed: Iterable[Any], recorded: Iterable[Any]) -> str:
     return "; ".join(parts)
 
 
-def load_trace(path: str | Path) -> Trace:
+def load_trace(path: str | Path, *, max_bytes: int | None = None) -> Trace:
     """Read a trace written by :class:`~rulechef_trace.TraceRecorder`.
 
     Reads both the ``.trace.json`` file of a finished run and the ``.jsonl``
-    stream of a run in progress or killed (status ``incomplete``).
+    stream of a run in progress or killed (status ``incomplete``). Only a
+    regular file is opened (a FIFO or a device is refused, never waited on),
+    and only up to a size limit.
+
+    Args:
+        path: The file.
+        max_bytes: The largest file read; None for the limit of the current
+            :func:`read_limit` block (:data:`MAX_BYTES` outside any).
 
     Raises:
-        TraceError: naming the file and what is wrong with it: missing, a
-            directory, empty, truncated or not JSON, not a trace, a newer
-            format version, or a structure that breaks the format.
+        TraceReadError: when the file cannot be read at all: missing, a
+            directory, not a regular file, over the size limit, no permission.
+        TraceError: naming the file and what is wrong with it: empty,
+            truncated or not JSON, not a trace, a newer format version, or a
+            structure that breaks the format (the first problem
+            :func:`validate` finds).
     """
     p = Path(path)
-    data = _read_bytes(p)
+    data = _read_bytes(p, _max_bytes.get() if max_bytes is None else max_bytes)
     trace = _parse_stream(data, p) if p.suffix == ".jsonl" else _parse_document(data, p)
     problems = validate(trace)
     if problems:
@@ -342,18 +374,76 @@ def load_trace(path: str | Path) -> Trace:
     return trace
 
 
-def _read_bytes(p: Path) -> bytes:
-    if not p.exists():
-        raise TraceError("no such file", p)
-    if p.is_dir():
-        raise TraceError("is a directory, not a trace file", p)
+def current_max_bytes() -> int:
+    """The size limit of trace reads in this context (see :func:`read_limit`)."""
+    return _max_bytes.get()
+
+
+@contextmanager
+def read_limit(max_bytes: int | None) -> Iterator[None]:
+    """Set the size limit of every trace read in this context, inside the block.
+
+    Readers that call :func:`load_trace` for you (``history``, the HTML
+    report) follow it. None keeps the current limit.
+    """
+    if max_bytes is None:
+        yield
+        return
+    if max_bytes < 1:
+        raise ValueError("max_bytes must be a positive number of bytes")
+    token = _max_bytes.set(max_bytes)
     try:
-        data = p.read_bytes()
+        yield
+    finally:
+        _max_bytes.reset(token)
+
+
+def _read_bytes(p: Path, limit: int) -> bytes:
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError:
+        raise TraceReadError("no such file", p) from None
+    except IsADirectoryError:
+        raise TraceReadError("is a directory, not a trace file", p) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise TraceReadError(f"cannot read: {_reason(exc)}", p) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise TraceReadError("is a directory, not a trace file", p)
+        if not stat.S_ISREG(mode):
+            raise TraceReadError(f"not a regular file ({_file_kind(mode)}); not read", p)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)  # +1: a file that grew past the limit is caught too
     except OSError as exc:
-        raise TraceError(f"cannot read: {exc.strerror or exc}", p) from None
+        raise TraceReadError(f"cannot read: {_reason(exc)}", p) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise TraceReadError(
+            f"larger than the read limit of {limit:,} bytes (raise it with max_bytes, "
+            "or --max-bytes on the command line)",
+            p,
+        )
     if not data.strip():
         raise TraceError("empty file", p)
     return data
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "strerror", None) or exc)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a plain file"
 
 
 def _parse_document(data: bytes, p: Path) -> Trace:
@@ -406,16 +496,26 @@ def _parse_stream(data: bytes, p: Path) -> Trace:
 
 
 def validate(trace: Any) -> list[str]:
-    """Check a trace against format v1 and the replay invariant.
+    """Check a trace against format v1: the shipped JSON Schema, seq numbers and replay.
+
+    Everything the schema (``data/trace-v1.schema.json``) rejects is rejected,
+    by a checker compiled from that file. Beyond what JSON Schema can say, seq
+    numbers must run 1, 2, 3, ... without a gap, a finished run must end with
+    its ``finalized`` event, and the rule changes must replay.
 
     Returns:
-        The problems found, one line each; empty when the trace is valid.
+        The problems found, one line each (the first one found, naming the path
+        to the value, e.g. ``events[3].replaced[0]: 'old' is required``); empty
+        when the trace is valid.
     """
     try:
         _check_header(trace, None)
     except TraceError as exc:
         return [exc.problem]
-    problems = _structure_problems(trace)
+    failure = _schema_check()(trace)
+    if failure is not None:
+        return [_describe(failure, trace)]
+    problems = _sequence_problems(trace["events"], trace["run"]["status"])
     if problems:
         return problems
     try:
@@ -425,72 +525,51 @@ def validate(trace: Any) -> list[str]:
     return []
 
 
-@functools.lru_cache(maxsize=1)
-def _required() -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
-    """Keys the shipped JSON Schema requires: of the run, and of each event type."""
+@functools.lru_cache(maxsize=2)
+def _schema_check(pointer: str = "#") -> Check:
+    """The shipped JSON Schema (or one of its parts), compiled once."""
     schema = orjson.loads(
         files("rulechef_trace").joinpath("data/trace-v1.schema.json").read_bytes()
     )
-    definitions = schema["$defs"]
-    by_type = {
-        clause["if"]["properties"]["type"]["const"]: tuple(clause["then"].get("required", ()))
-        for clause in definitions["event"].get("allOf", ())
-    }
-    return tuple(definitions["run"]["required"]), by_type
+    return compile_schema(schema, pointer)
 
 
-def _structure_problems(trace: Mapping[str, Any]) -> list[str]:
-    run, events, final = trace.get("run"), trace.get("events"), trace.get("final")
-    if not isinstance(run, dict):
-        return ['"run" is missing or not an object']
-    missing = [key for key in _required()[0] if key not in run]
-    if missing:
-        return [f"run lacks {', '.join(missing)}"]
-    if run.get("status") not in STATUSES:
-        return [f"run.status {run.get('status')!r} is not one of {', '.join(STATUSES)}"]
-    if not isinstance(events, list) or not events:
-        return ['"events" is missing, empty or not a list']
-    if not isinstance(final, dict) or not isinstance(final.get("rules"), list):
-        return ['"final.rules" is missing or not a list']
-    problems = _event_problems(events, run["status"])
-    for rule in final["rules"]:
-        if not isinstance(rule, dict) or not isinstance(rule.get("id"), str):
-            problems.append("final.rules holds an entry without a string id")
-            break
-    metrics = final.get("metrics")
-    if metrics is not None and not isinstance(metrics, dict):
-        problems.append("final.metrics is neither null nor an object")
-    return problems
+def event_problem(event: Any) -> str | None:
+    """Check one event on its own against the schema's event definition.
+
+    For readers of a growing stream, which cannot validate the whole trace at
+    every line. Returns the problem in one line, or None.
+    """
+    failure = _schema_check("#/$defs/event")(event)
+    if failure is None:
+        return None
+    where = failure.where()
+    return f"{where}: {failure.message}" if where else failure.message
 
 
-def _event_problems(events: list[Any], status: str) -> list[str]:
-    expected = 1
+def _describe(failure: Failure, trace: Mapping[str, Any]) -> str:
+    """One line: the path, what is wrong and, inside an event, the event's type."""
+    steps = failure.steps()
+    where = failure.where()
+    text = f"{where}: {failure.message}" if where else failure.message
+    if len(steps) >= 2 and steps[0] == "events" and isinstance(steps[1], int):
+        event = trace["events"][steps[1]]
+        kind = event.get("type") if isinstance(event, dict) else None
+        if isinstance(kind, str):
+            text += f" ({shorten(kind, 40)} event)"
+    return text
+
+
+def _sequence_problems(events: list[dict[str, Any]], status: str) -> list[str]:
+    """What JSON Schema cannot say: seq 1, 2, 3, ... and finalized last."""
     for index, event in enumerate(events):
-        if not isinstance(event, dict):
-            return [f"event #{index + 1} is not an object"]
-        seq, kind = event.get("seq"), event.get("type")
-        if not isinstance(kind, str):
-            return [f"event #{index + 1} has no string type"]
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq != expected:
+        if event["seq"] != index + 1:
             # A gap means a lost event: the recorder numbers every event of a run 1, 2, 3, ...
             return [
-                f"event #{index + 1} ({kind}): seq {seq!r} where {expected} was expected "
+                f"events[{index}]: seq {event['seq']} where {index + 1} was expected "
                 "(seq numbers are not strictly increasing from 1 without gaps)"
             ]
-        expected = seq + 1
-        t = event.get("t")
-        if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t):
-            return [f"event seq {seq} ({kind}): t is missing or not a number"]
-        missing = [key for key in _required()[1].get(kind, ()) if key not in event]
-        if missing:
-            return [f"event seq {seq} ({kind}) lacks {', '.join(missing)}"]
-        for key in ("added", "removed", "rules_after", "rules"):
-            value = event.get(key)
-            if value is not None and not _is_id_list(value):
-                return [f"event seq {seq} ({kind}): {key} is not a list of rule ids"]
-    if events[0].get("type") != "run_started":
-        return ["the first event is not run_started"]
-    if status != "incomplete" and events[-1].get("type") != "finalized":
+    if status != "incomplete" and events[-1]["type"] != "finalized":
         return ["the last event is not finalized"]
     return []
 
