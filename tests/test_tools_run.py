@@ -84,5 +84,5 @@ def test_a_missing_program_is_one_line_and_status_2(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "rulechef-trace run: no such program: no-such-program-xyz"
+        "rulechef-trace: error: no such program: no-such-program-xyz"
     ]

@@ -375,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_history(verbs)
     _add_validate(verbs)
     _add_html(verbs)
+    _add_run(verbs)
     return parser
 
 
@@ -394,10 +395,12 @@ _EPILOGS = {
     "validate": "example: rulechef-trace validate rulechef_data/intents.trace.json\n"
     "exit status: 0 valid, 1 invalid, 2 unreadable input or usage",
     "html": f"example: rulechef-trace html intents.trace.json -o report.html\n{_STATUSES}",
+    "run": "example: rulechef-trace run --stream -- python learn.py\n"
+    "exit status: the command's own; 2 no command, or no such program",
 }
 _SHORT_USAGE = (
     "usage: rulechef-trace VERB [options]   (verbs: demo, show, lineage, diff, history,"
-    " validate, html)\nstart with: rulechef-trace demo\n"
+    " validate, html, run)\nstart with: rulechef-trace demo\n"
     "more: rulechef-trace --help, rulechef-trace VERB --help\n"
 )
 
@@ -417,6 +420,33 @@ def _verb(
     )
     sub.set_defaults(handler=handler)
     return sub
+
+
+def _add_run(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = _verb(
+        verbs,
+        "run",
+        "run a Python program with every chef traced, no change to its code",
+        _cmd_run,
+    )
+    sub.add_argument("--storage", help="folder for the traces (default: each chef's own)")
+    sub.add_argument("--stream", action="store_true", help="also stream each run's events")
+    sub.add_argument("--live", action="store_true", help="the story on standard error as it goes")
+    sub.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rulechef_trace._run_command import run_command
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        _error("no command given: rulechef-trace run -- COMMAND [ARGS...]")
+        return EXIT_BAD_INPUT
+    try:
+        return run_command(command, storage_path=args.storage, stream=args.stream, live=args.live)
+    except (FileNotFoundError, PermissionError) as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT
 
 
 def _byte_count(text: str) -> int:

@@ -7,6 +7,7 @@ attaches the recorder the environment describes, then hands over to the
 stops the program: a failure is one line on standard error.
 """
 
+import contextlib
 import importlib
 import os
 import sys
@@ -26,10 +27,8 @@ def _chain() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     sys.modules.pop("sitecustomize", None)
-    try:
+    with contextlib.suppress(ImportError):  # there was none
         importlib.import_module("sitecustomize")
-    except ImportError:
-        pass
 
 
 if os.environ.get("RULECHEF_TRACE_RUN") == "1":

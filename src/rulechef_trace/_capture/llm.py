@@ -233,9 +233,17 @@ def _wrap(original: Callable[..., Any]) -> Callable[..., Any]:
     return create
 
 
+def own_copy(call: LLMCall) -> LLMCall:
+    """A copy sharing no dict with ``call``: receivers may change what they are sent."""
+    copied: LLMCall = {**call, "usage": {**call["usage"]}}
+    if call["error"] is not None:
+        copied["error"] = {**call["error"]}
+    return copied
+
+
 def _emit(ctx: StepContext, call: LLMCall) -> None:
     try:
-        ctx.calls.append(call)
+        ctx.calls.append(own_copy(call))
         ctx.sink(call)
     except Exception:  # a fault in the package never reaches the user's run
         logger.exception("rulechef-trace: recording an LLM call failed")

@@ -118,11 +118,7 @@ def _history_dirs(folder: Path, dataset: str | None) -> list[Path]:
 
 
 def _history_row(path: Path, dataset: str, notes: list[str]) -> HistoryRow | None:
-    if not path.is_file():  # a folder, FIFO or device: reading it could block forever
-        notes.append(f"skipped {path.name}: not a regular file")
-        logger.warning("rulechef_trace: history skips %s: not a regular file", path)
-        return None
-    try:
+    try:  # load_trace opens regular files only: a FIFO or a device never blocks it
         trace = load_trace(path)
     except TraceError as exc:
         notes.append(f"skipped {path.name}: {exc.problem}")

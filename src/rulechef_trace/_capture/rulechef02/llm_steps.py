@@ -83,9 +83,8 @@ def stop_llm_capture(state: RunState) -> None:
 
 def record_call(state: RunState, call: llm.LLMCall) -> None:
     """The sink of a run's step contexts: keep the call and send ``llm_called``."""
-    payload = dict(call)
-    state.llm_calls.append(payload)
-    emit(state, sig.llm_called, payload)
+    state.llm_calls.append(llm.own_copy(call))
+    emit(state, sig.llm_called, dict(call))
 
 
 # --- steps ------------------------------------------------------------------------------
