@@ -89,3 +89,29 @@ def test_a_direct_evaluate_and_refine_is_a_refine_run_with_its_patches(tmp_path:
     assert refine.events_of("refined")
     assert sorted(replay(refine)) == sorted(r.id for r in best)
     assert refine.run["params"]["max_iterations"] == 2
+
+
+def test_a_change_no_hook_saw_is_found_at_the_next_runs_start(tmp_path: Path) -> None:
+    """learn, delete_rule (recorded), delete unobserved, learn: changed_since names both."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    with record_trace(chef):
+        chef.learn_rules(max_refinement_iterations=1)
+        first = [r.id for r in chef.dataset.rules]
+        chef.delete_rule(first[0])  # recorded: an edit run
+    edit_run = load_trace(history(tmp_path)[-1])
+    assert edit_run.kind == "edit"
+    chef.delete_rule(first[1])  # nobody listening: no trace of it
+    with record_trace(chef) as recorder:
+        chef.learn_rules(max_refinement_iterations=1)
+    start = recorder.last.events[0]
+    assert start["changed_since"] == {"run": edit_run.run_id, "added": [], "removed": [first[1]]}
+    assert validate(recorder.last) == []
+
+
+def test_no_change_since_the_last_trace_adds_nothing(tmp_path: Path) -> None:
+    """Two runs in a row with nothing in between: no changed_since."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    with record_trace(chef) as recorder:
+        chef.learn_rules(max_refinement_iterations=1)
+        chef.learn_rules(max_refinement_iterations=1)
+    assert all("changed_since" not in t.events[0] for t in recorder.traces)

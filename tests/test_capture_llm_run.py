@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rulechef_trace import Trace, record_trace
+from rulechef_trace import Trace, record_trace, render_trace
 from tests.scripted import (
     FIX_POS,
     NO_CONTENT,
@@ -265,3 +265,33 @@ def test_a_run_with_the_real_openai_client_records_its_retries_and_errors(tmp_pa
     assert patch["outcome"] == "llm_error"
     assert patch["llm_error"]["type"] == "openai.InternalServerError"
     assert "create" not in vars(client.chat.completions)
+
+
+def test_cost_is_tokens_times_prices_per_call_and_for_the_run(tmp_path: Path) -> None:
+    """record_trace(prices=...): each call's cost from its tokens, the run's their sum."""
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_POS, {"rules": []}]), "agentic")
+    with record_trace(chef, prices={"gpt-4o-mini": (0.15, 0.60)}) as recorder:
+        chef.learn_rules(max_refinement_iterations=2)
+    trace = recorder.last
+    for call in calls(trace):
+        usage = call["usage"]
+        expected = (usage["input_tokens"] * 0.15 + usage["output_tokens"] * 0.60) / 1e6
+        assert call["cost"] == pytest.approx(expected, abs=1e-9)
+    assert trace.run["llm"]["cost"] == pytest.approx(sum(c["cost"] for c in calls(trace)), abs=1e-8)
+    assert "$" in render_trace(trace).split("seq")[0]
+
+
+def test_a_model_without_a_price_has_no_cost_never_a_guess(tmp_path: Path) -> None:
+    """Prices for another model: every cost is None, the run's too."""
+    chef = make_chef(tmp_path, ScriptedLLM(), "simple")
+    with record_trace(chef, prices={"gpt-4.1": (2.0, 8.0)}) as recorder:
+        chef.learn_rules(max_refinement_iterations=1)
+    assert {c["cost"] for c in calls(recorder.last)} == {None}
+    assert recorder.last.run["llm"]["cost"] is None
+
+
+def test_bad_prices_are_one_line_before_anything_runs(tmp_path: Path) -> None:
+    """A price that is not (input, output) numbers: ValueError naming the model."""
+    chef = make_chef(tmp_path, ScriptedLLM(), "simple")
+    with pytest.raises(ValueError, match=r"prices\['gpt-4o-mini'\]"):
+        record_trace(chef, prices={"gpt-4o-mini": "cheap"}).__enter__()

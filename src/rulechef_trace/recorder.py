@@ -17,6 +17,7 @@ from typing import IO, Any
 import orjson
 
 from rulechef_trace import signals as sig
+from rulechef_trace._record_facts import add_cost, changed_since, check_prices
 from rulechef_trace._text import describe_exception, safe_str
 from rulechef_trace.trace import (
     FORMAT,
@@ -54,6 +55,12 @@ class TraceRecorder:
         live: True writes the story to standard error as the run goes (on a
             terminal with a status line redrawn in place); a text stream writes
             it there instead; a :class:`rulechef_trace.live.LiveView` is used as is.
+        prices: USD per million tokens by model name, ``{"gpt-4o-mini": (0.15,
+            0.60)}`` (input, output, and optionally cached input, which is
+            otherwise priced as input). Each ``llm_called`` event then has a
+            ``cost`` and ``finalized.llm.cost`` sums them; a model without a
+            price makes its calls' cost, and the run's, ``None``. No prices
+            ship with the package: take them from your provider's price page.
 
     Each event is serialised the moment the recorder receives it, so a
     receiver that later changes the payload it got (or anything inside it)
@@ -78,7 +85,9 @@ class TraceRecorder:
         history: bool = True,
         stream: bool = False,
         live: bool | IO[str] = False,
+        prices: Mapping[str, Any] | None = None,
     ):
+        self.prices = check_prices(prices)
         if stream and not write:
             raise ValueError(
                 "stream=True writes a .trace.jsonl file; it cannot go with write=False"
@@ -97,6 +106,7 @@ class TraceRecorder:
         self._open = False  # under _lock: events arriving after detach() are ignored
         self._runs: dict[str, _Run] = {}
         self._streams: dict[str, IO[bytes]] = {}
+        self._costs: dict[str, list[float | None]] = {}
         self._subscription = sig.Subscription(self._receive, self.chef)
 
     @property
@@ -152,6 +162,7 @@ class TraceRecorder:
 
     def _receive(self, signal_name: str, sender: Any, /, **payload: Any) -> None:
         event = {"type": signal_name, **payload}
+        self._add_facts(event, sender)
         # Serialised now: whatever a receiver does to the payload later, the record holds this.
         line, coerced = _serialise(event)
         run_id = str(payload.get("run_id"))
@@ -174,6 +185,21 @@ class TraceRecorder:
             self._show_live(event)
         if signal_name == "finalized":
             self._finish(run_id, sender, run)
+
+    def _add_facts(self, event: dict[str, Any], sender: Any) -> None:
+        """What this recorder knows besides the payload: costs, changes since its last trace."""
+        run_id = str(event.get("run_id"))
+        if event["type"] == "run_started" and self.write and self.history:
+            rules = event.get("rules")
+            folder = self._folder(sender, event)
+            dataset = str(event.get("dataset") or "default")
+            changed = changed_since(folder, dataset, rules if isinstance(rules, list) else [])
+            if changed is not None:
+                event["changed_since"] = changed
+        if self.prices is not None:
+            add_cost(event, self.prices, self._costs.setdefault(run_id, []))
+            if event["type"] == "finalized":
+                self._costs.pop(run_id, None)
 
     def _finish(self, run_id: str, sender: Any, run: _Run) -> None:
         try:
@@ -469,6 +495,7 @@ def record_trace(
     strict: bool | None = None,
     otel: bool = False,
     live: bool | IO[str] = False,
+    prices: Mapping[str, Any] | None = None,
 ) -> Iterator[TraceRecorder]:
     """Record every run of ``chef`` inside the block; detach on exit, even on error.
 
@@ -483,12 +510,19 @@ def record_trace(
         otel: True also sends each run as OpenTelemetry spans to the globally
             configured tracer provider (needs the ``otel`` extra).
         live: True writes the story to standard error as the run goes.
+        prices: USD per million tokens by model (see :class:`TraceRecorder`).
 
     Yields:
         The attached :class:`TraceRecorder`.
     """
     recorder = TraceRecorder(
-        chef, storage_path=storage_path, write=write, history=history, stream=stream, live=live
+        chef,
+        storage_path=storage_path,
+        write=write,
+        history=history,
+        stream=stream,
+        live=live,
+        prices=prices,
     )
     # Attached first, so that a missing extra leaves nothing connected.
     bridge = _attach_otel(recorder.chef) if otel else None

@@ -1,0 +1,82 @@
+"""Facts only a recorder knows, added to the events it records: costs, unseen rule changes.
+
+A signal's receivers see the payload as the capture sent it; a recorder adds,
+to its own copy, what depends on its settings or its files: the cost of each
+LLM call from the prices it was given, and, at a run's start, what changed in
+the rules since the latest trace it keeps for that dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rulechef_trace._capture import llm
+from rulechef_trace.trace import history_dir
+
+logger = logging.getLogger("rulechef_trace")
+
+__all__ = ["add_cost", "changed_since", "check_prices"]
+
+Prices = dict[str, tuple[float, ...]]
+
+
+def check_prices(prices: Mapping[str, Any] | None) -> Prices | None:
+    """``prices`` checked: model -> (input, output[, cached input]) USD per million tokens.
+
+    Raises:
+        ValueError: one line naming the first bad entry.
+    """
+    return llm.validate_prices(prices)
+
+
+def add_cost(event: dict[str, Any], prices: Prices, costs: list[float | None]) -> None:
+    """Give an ``llm_called`` event its ``cost``, and ``finalized.llm`` the run's sum.
+
+    ``costs`` collects the run's call costs; a call of a model without a price
+    has cost ``None``, and then so has the run (never a guess).
+    """
+    if event.get("type") == "llm_called":
+        cost = llm.call_cost(event, prices)  # type: ignore[arg-type]
+        event["cost"] = cost
+        costs.append(cost)
+    elif event.get("type") == "finalized" and isinstance(event.get("llm"), dict):
+        known = [c for c in costs if c is not None]
+        total = round(sum(known), 9) if len(known) == len(costs) else None
+        event["llm"] = {**event["llm"], "cost": total}
+
+
+def changed_since(folder: Path, dataset: str, rules: list[str]) -> dict[str, Any] | None:
+    """What changed in the rules since the newest kept trace of ``dataset``, if anything.
+
+    Returns:
+        ``{"run": that trace's run id, "added": [...], "removed": [...]}``, or
+        ``None`` when nothing changed or no readable trace is kept.
+    """
+    try:
+        kept = sorted(history_dir(folder, dataset).glob("*.trace.json"))
+    except OSError:
+        return None
+    for path in reversed(kept):
+        try:
+            if not path.is_file():
+                continue
+            trace = orjson.loads(path.read_bytes())
+            final = [r["id"] for r in trace["final"]["rules"]]
+            run_id = trace["run"]["id"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.debug("rulechef_trace: kept trace %s unreadable: %s", path, exc)
+            continue
+        before, after = set(final), set(rules)
+        if before == after:
+            return None
+        return {
+            "run": run_id,
+            "added": [rid for rid in rules if rid not in before],
+            "removed": [rid for rid in final if rid not in after],
+        }
+    return None
