@@ -22,13 +22,8 @@ from rulechef.coordinator import AgenticCoordinator
 from rulechef.engine import RuleChef
 from rulechef.training_logger import TrainingDataLogger
 
-from rulechef_trace.standin import (
-    PROMPT_KINDS,
-    StandInLLM,
-    detect_prompt_kind,
-    load_examples,
-    packaged_data_path,
-)
+from rulechef_trace.demo.examples import load_examples, packaged_data_path
+from rulechef_trace.demo.standin import PROMPT_KINDS, StandInLLM, detect_prompt_kind
 
 # A second, unrelated data set: the stand-in must not be tuned to the packaged one.
 OTHER_TOPICS = [
