@@ -272,9 +272,11 @@ class Worker:
             probe.connect(self.trace.ALL_SIGNALS)
         gc.collect()
         accounting.ledger = ledger = Ledger()
+        gc.callbacks.append(ledger.on_gc)
         try:
             result, recorder, wrapped = self._accounted_learn(chef, root, request["iterations"])
         finally:
+            gc.callbacks.remove(ledger.on_gc)
             accounting.ledger = None
             if probe is not None:
                 probe.disconnect(self.trace.ALL_SIGNALS)
