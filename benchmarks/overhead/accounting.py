@@ -498,15 +498,16 @@ def profile_package(
     """The package's functions by own time in one run under cProfile.
 
     The profiler inflates every call, the package's many small ones most;
-    read the numbers as shares, not as the package's cost. Garbage collection
-    is off during the run, so that a collection does not land on whichever
-    function happened to allocate.
+    read the numbers as shares, not as the package's cost. The profiler's
+    clock is this thread's CPU time, so that time descheduled lands nowhere,
+    and garbage collection is off during the run, so that a collection does
+    not land on whichever function happened to allocate.
 
     Returns:
         (``module:function``, own seconds, calls) of the ``top`` costliest,
         and the own seconds of all the package's functions together.
     """
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(_cpu)
     gc.collect()
     gc.disable()
     profiler.enable()

@@ -369,7 +369,7 @@ def format_profile(profile: dict[str, Any] | None) -> list[str]:
     if not profile:
         return []
     total = profile["total_s"] or 1.0
-    lines = ["  cProfile, one C run: share of the package's own time by function"]
+    lines = ["  cProfile (CPU clock), one C run: share of the package's own time by function"]
     for name, own, calls in profile["functions"][:10]:
         lines.append(f"    {name:<60} {100 * own / total:5.1f} % {calls:>6} calls")
     return lines
