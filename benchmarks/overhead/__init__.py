@@ -25,7 +25,8 @@ ratios B/A, C/A, D/A are shown beside A2/A as context and never judged.
 docs/performance.md explains the method and shows a measured run.
 
 Parts: ``scenarios`` (data, stand-in, chef, configurations), ``accounting``
-(the direct accounting, counting, memory probe), ``worker`` (the worker
+(the direct accounting), ``probes`` (evaluations counted, memory, cProfile),
+``worker`` (the worker
 process), ``runner`` (the parent and its rounds), ``report`` (figures,
 verdicts, the table), ``__main__`` (the command line).
 """

@@ -28,13 +28,11 @@ from .accounting import (
     Accounting,
     EventProbe,
     Ledger,
-    MemoryProbe,
     calibrate,
-    counting_evaluations,
     discover_hooks,
     noop,
-    profile_package,
 )
+from .probes import MemoryProbe, counting_evaluations, profile_package
 from .scenarios import (
     CONFIGS,
     Example,
