@@ -13,15 +13,10 @@ from typing import Any
 from rulechef import RuleChef, Task, TaskType
 from rulechef.coordinator import AgenticCoordinator, AuditResult, CoordinatorProtocol
 
-# Markers of rulechef 0.2.2's prompts (prompts.py, learner.py, coordinator.py).
-_KINDS = (
-    ("per_class", "FOCUS: Generate rules for class '"),
-    ("patch", "You are updating an existing rule-based extractor"),
-    ("audit", "You are a Rule Auditor"),
-    ("guide", "You are the Refinement Coordinator"),
-    ("critic", "You are an expert Rule Critic"),
-    ("trigger", "Decide if we should trigger a retraining loop"),
-)
+from rulechef_trace._capture.rulechef02 import prompts
+
+# Script keys are the prompt kinds, except that guidance answers go under "guide".
+_SCRIPT_KEYS = {prompts.GUIDANCE: "guide"}
 
 Responder = Callable[[str], Any]
 
@@ -31,15 +26,13 @@ NO_CONTENT: Any = object()
 
 def prompt_kind(prompt: str) -> str:
     """Name the rulechef call a prompt belongs to ("synthesis" when none matches)."""
-    for kind, marker in _KINDS:
-        if marker in prompt:
-            return kind
-    return "synthesis"
+    kind = prompts.prompt_kind(prompt, default=prompts.SYNTHESIS)
+    return _SCRIPT_KEYS.get(kind, kind)
 
 
 def target_class(prompt: str) -> str:
     """The class a per-class synthesis prompt asks for."""
-    return prompt.split("FOCUS: Generate rules for class '")[1].split("'")[0]
+    return prompt.split(prompts.PER_CLASS_MARKER)[1].split("'")[0]
 
 
 def audited_rules(prompt: str) -> list[dict[str, Any]]:

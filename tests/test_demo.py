@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,6 +90,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_the_written_learning_trace_validates_and_replays(
     demo: tuple[Path, list[Trace], str],
 ) -> None:
+    """The demo's latest-run file validates, replays to its final rules, scores over 70 % F1."""
     folder, traces, _ = demo
     written = load_trace(folder / "intents.trace.json")
     assert validate(written) == []
@@ -97,6 +101,7 @@ def test_the_written_learning_trace_validates_and_replays(
 
 
 def test_the_demo_shows_every_event_kind(demo: tuple[Path, list[Trace], str]) -> None:
+    """The two runs emit every event type: accepted and rejected patches, a merge, a prune."""
     _, traces, _ = demo
     learn, rank = traces
     assert [t.run["kind"] for t in traces] == ["learn", "rank_rules"]
@@ -118,6 +123,7 @@ def test_the_demo_shows_every_event_kind(demo: tuple[Path, list[Trace], str]) ->
 
 
 def test_every_demo_trace_file_validates(demo: tuple[Path, list[Trace], str]) -> None:
+    """Both history files of the demo validate."""
     folder, _, _ = demo
     kept = sorted((folder / "intents.traces").glob("*.trace.json"))
     assert len(kept) == 2
@@ -126,6 +132,7 @@ def test_every_demo_trace_file_validates(demo: tuple[Path, list[Trace], str]) ->
 
 
 def test_the_demo_says_what_it_did(demo: tuple[Path, list[Trace], str]) -> None:
+    """The output names data, LLM, both runs and the files, and hides rulechef's prints."""
     folder, _, text = demo
     assert text.startswith("rulechef-trace demo: 150 examples of 5 labels from intents.jsonl\n")
     assert "LLM: offline stand-in (StandInLLM); set OPENAI_API_KEY to use a real model" in text
@@ -137,6 +144,7 @@ def test_the_demo_says_what_it_did(demo: tuple[Path, list[Trace], str]) -> None:
 
 
 def test_the_stand_in_on_another_data_set(tmp_path: Path, topics: Path) -> None:
+    """On data it was not written for, the stand-in learns rules per label, over 80 % F1."""
     traces = run_demo(tmp_path / "topics-run", data=topics, out=io.StringIO())
     learn, rank = traces
     assert learn.run["dataset"] == "topics" and learn.status == "completed"
@@ -150,6 +158,8 @@ def test_the_stand_in_on_another_data_set(tmp_path: Path, topics: Path) -> None:
 
 
 def test_the_stand_in_run_is_deterministic(tmp_path: Path, topics: Path) -> None:
+    """Two demo runs on the same data tell the same story and end with the same rules."""
+
     def story(folder: Path) -> list[tuple[str, object]]:
         (learn, _) = run_demo(folder, data=topics, out=io.StringIO())
         return [(e["type"], e.get("outcome")) for e in learn.events] + [
@@ -160,6 +170,7 @@ def test_the_stand_in_run_is_deterministic(tmp_path: Path, topics: Path) -> None
 
 
 def test_a_rerun_in_the_same_folder_adds_no_example_twice(tmp_path: Path, topics: Path) -> None:
+    """A second demo in the same folder starts from the pruned rules and adds no example again."""
     run_demo(tmp_path, data=topics, out=io.StringIO())
     (ranked,) = sorted((tmp_path / "topics.traces").glob("*_rank_rules_*.trace.json"))
     second, _ = run_demo(tmp_path, data=topics, out=io.StringIO())
@@ -170,11 +181,13 @@ def test_a_rerun_in_the_same_folder_adds_no_example_twice(tmp_path: Path, topics
 def test_default_output_is_standard_output(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, topics: Path
 ) -> None:
+    """Without ``out`` the demo prints to the standard output of the moment."""
     run_demo(tmp_path, data=topics)
     assert "36 examples of 3 labels from topics.jsonl" in capsys.readouterr().out
 
 
 def test_a_real_endpoint_is_chosen_with_an_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With OPENAI_API_KEY set the demo talks to the given OpenAI-compatible endpoint."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     choice = choose_llm("my-model", "http://127.0.0.1:9/v1")
     assert not choice.offline and choice.model == "my-model"
@@ -185,12 +198,14 @@ def test_a_real_endpoint_is_chosen_with_an_api_key(monkeypatch: pytest.MonkeyPat
 
 
 def test_without_a_key_the_stand_in_is_used_and_base_url_ignored() -> None:
+    """Without a key the stand-in answers, and the output says the base URL was ignored."""
     choice = choose_llm(None, "http://127.0.0.1:9/v1")
     assert choice.offline and type(choice.client).__name__ == "StandInLLM"
     assert "ignored without a key" in choice.description
 
 
 def test_demo_data_defaults_and_errors(tmp_path: Path) -> None:
+    """The packaged data has five labels; another file is named by its stem; a folder is refused."""
     packaged = demo_data()
     assert packaged.name == "intents" and len(packaged.labels) == 5
     assert packaged.description.startswith("Classify a bike-share customer support message")
@@ -201,3 +216,49 @@ def test_demo_data_defaults_and_errors(tmp_path: Path) -> None:
     with pytest.raises(DemoDataError, match="is a directory"):
         demo_data(tmp_path)
     assert DEFAULT_DIR == "rulechef-trace-demo"
+
+
+def test_importing_the_package_imports_neither_demo_nor_stand_in() -> None:
+    """``import rulechef_trace`` loads no module of the demo or the stand-in."""
+    code = (
+        "import sys, rulechef_trace\n"
+        "print([m for m in sys.modules if m.startswith(('rulechef_trace.demo', "
+        "'rulechef_trace.standin', 'rulechef_trace.cli'))])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_0_1_import_path_of_the_stand_in_still_works() -> None:
+    """``rulechef_trace.standin`` hands out the very objects of their new homes."""
+    from rulechef_trace import standin
+    from rulechef_trace.demo import examples
+    from rulechef_trace.demo import standin as new_home
+
+    assert standin.StandInLLM is new_home.StandInLLM
+    assert standin.detect_prompt_kind is new_home.detect_prompt_kind
+    assert standin.load_examples is examples.load_examples
+    assert standin.packaged_data_path() == examples.packaged_data_path()
+
+
+def test_every_data_file_of_the_package_is_declared_package_data() -> None:
+    """A non-editable install ships every non-Python file under src/rulechef_trace.
+
+    setuptools copies only files matching ``[tool.setuptools.package-data]``;
+    the tests run against the working tree, so a missing glob would go unseen.
+    """
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["rulechef_trace"]
+    package = root / "src" / "rulechef_trace"
+    files = [
+        p.relative_to(package).as_posix()
+        for p in package.rglob("*")
+        if p.is_file() and p.suffix not in {".py", ".pyc"} and "__pycache__" not in p.parts
+    ]
+    assert "demo/data/intents.jsonl" in files
+    undeclared = [f for f in files if not any(fnmatch.fnmatchcase(f, g) for g in globs)]
+    assert undeclared == []

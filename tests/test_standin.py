@@ -22,13 +22,9 @@ from rulechef.coordinator import AgenticCoordinator
 from rulechef.engine import RuleChef
 from rulechef.training_logger import TrainingDataLogger
 
-from rulechef_trace.standin import (
-    PROMPT_KINDS,
-    StandInLLM,
-    detect_prompt_kind,
-    load_examples,
-    packaged_data_path,
-)
+from rulechef_trace._capture.rulechef02.prompts import PROMPT_MARKERS
+from rulechef_trace.demo.examples import load_examples, packaged_data_path
+from rulechef_trace.demo.standin import PROMPT_KINDS, StandInLLM, detect_prompt_kind
 
 # A second, unrelated data set: the stand-in must not be tuned to the packaged one.
 OTHER_TOPICS = [
@@ -141,6 +137,7 @@ def packaged_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
 
 
 def test_packaged_data_is_a_small_balanced_intent_set() -> None:
+    """The packaged intents are about 150 distinct texts of 4-5 labels, at least 20 each."""
     examples = load_examples(packaged_data_path())
     labels = [label for _, label in examples]
     assert 140 <= len(examples) <= 160
@@ -150,6 +147,7 @@ def test_packaged_data_is_a_small_balanced_intent_set() -> None:
 
 
 def test_load_examples_names_file_and_line_on_bad_input(tmp_path: Path) -> None:
+    """Bad JSON, a missing label and a non-object line each fail naming the file and line."""
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"text": "ok", "label": "a"}\n\n{"text": broken\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl, line 3: not valid JSON"):
@@ -172,6 +170,7 @@ def test_load_examples_names_file_and_line_on_bad_input(tmp_path: Path) -> None:
 
 
 def test_every_prompt_rulechef_sent_was_recognised(packaged_run: Run) -> None:
+    """Every prompt of a full run is recognised, and each kind of call happened."""
     calls = packaged_run.llm.calls
     assert set(calls) <= set(PROMPT_KINDS)
     assert calls["other"] == 0
@@ -186,6 +185,7 @@ def test_every_prompt_rulechef_sent_was_recognised(packaged_run: Run) -> None:
 
 
 def test_run_ends_with_rules_and_a_useful_f1(packaged_run: Run) -> None:
+    """A full run ends with regex rules, above 60 % F1 and better than its first evaluation."""
     assert packaged_run.rules
     assert all(r.format == RuleFormat.REGEX for r in packaged_run.rules)
     assert packaged_run.eval_result.micro_f1 > 0.6
@@ -195,6 +195,7 @@ def test_run_ends_with_rules_and_a_useful_f1(packaged_run: Run) -> None:
 
 
 def test_run_has_accepted_and_rejected_patches(packaged_run: Run) -> None:
+    """Some patches are accepted (one raising F1) and some rejected (all lowering it)."""
     decisions = packaged_run.logged("patch_decision")
     accepted = [d["metadata"] for d in decisions if d["metadata"]["accepted"]]
     rejected = [d["metadata"] for d in decisions if not d["metadata"]["accepted"]]
@@ -213,6 +214,7 @@ def test_patches_name_real_rules(packaged_run: Run) -> None:
 
 
 def test_an_audit_merge_is_applied_and_kept(packaged_run: Run) -> None:
+    """An audit merge is applied, survives to the final rules and is never reverted."""
     merges = [
         action
         for record in packaged_run.logged("audit_rules")
@@ -233,6 +235,7 @@ def keywords(pattern: str) -> set[str]:
 
 
 def test_audit_merges_join_rules_of_one_label(packaged_run: Run) -> None:
+    """Every merge joins rules of one label, and the merged pattern keeps all their keywords."""
     for record in packaged_run.logged("audit_rules"):
         rules = json.loads(
             record["messages"][0]["content"].split("RULES:\n", 1)[1].split("\n\nYour job", 1)[0]
@@ -248,6 +251,7 @@ def test_audit_merges_join_rules_of_one_label(packaged_run: Run) -> None:
 
 
 def test_ranking_prunes_a_harmful_rule(packaged_run: Run) -> None:
+    """rank_rules(prune=True) removes every rule with a negative marginal F1."""
     report = packaged_run.report
     harmful = {r.rule_id for r in report.rankings if (r.marginal_f1 or 0.0) < 0}
     assert harmful, "no rule with negative marginal F1"
@@ -258,6 +262,7 @@ def test_ranking_prunes_a_harmful_rule(packaged_run: Run) -> None:
 
 
 def test_runs_are_deterministic(packaged_run: Run, tmp_path: Path) -> None:
+    """Two runs on the same data make the same decisions, rules, F1 and calls."""
     again = learn(load_examples(packaged_data_path()), tmp_path, iterations=4, rank=True)
 
     def summary(run: Run) -> tuple[Any, ...]:
@@ -274,6 +279,7 @@ def test_runs_are_deterministic(packaged_run: Run, tmp_path: Path) -> None:
 
 
 def test_other_data_set_learns_sensible_rules(tmp_path: Path) -> None:
+    """On an unrelated data set the rules cover its labels with its own words, above 50 % F1."""
     run = learn(OTHER_TOPICS, tmp_path, iterations=3, rank=False)
     assert run.rules
     assert run.eval_result.micro_f1 > 0.5
@@ -291,6 +297,7 @@ def test_other_data_set_learns_sensible_rules(tmp_path: Path) -> None:
 
 
 def test_trigger_decision_comes_from_the_buffer_counts(tmp_path: Path) -> None:
+    """The trigger answer follows the buffer's counts of new examples."""
     chef, llm, coordinator = make_chef(OTHER_TOPICS[:6], tmp_path, "Topics")
     existing = [
         Rule(
@@ -312,6 +319,7 @@ def test_trigger_decision_comes_from_the_buffer_counts(tmp_path: Path) -> None:
 
 
 def test_client_interface_and_unknown_prompts() -> None:
+    """Any OpenAI-style call is answered; an unknown prompt gets ``{}``, counted as other."""
     llm = StandInLLM()
     response = llm.chat.completions.create(
         model="any-model",
@@ -328,6 +336,7 @@ def test_client_interface_and_unknown_prompts() -> None:
 
 
 def test_guidance_stops_only_when_every_class_is_good() -> None:
+    """Guidance goes on while a class is below 95 % F1, focusing on it, and stops after."""
     llm = StandInLLM()
     table = "You are the Refinement Coordinator for a rule learning system.\n{lines}\n"
     weak = table.format(lines="  a: F1=97% P=97% R=97% (TP=1 FP=0 FN=0)\n  b: F1=60% P=1% R=1%")
@@ -337,3 +346,31 @@ def test_guidance_stops_only_when_every_class_is_good() -> None:
     assert weak_answer["focus_classes"] == ["b"]
     assert json.loads(llm.respond(strong))["should_continue"] is False
     assert llm.calls["guidance"] == 2
+
+
+# ---------------------------------------------------------------------------
+# The prompt markers
+# ---------------------------------------------------------------------------
+
+
+def test_every_prompt_marker_is_in_the_installed_rulechef() -> None:
+    """Each marker is text of rulechef's own source, so a reworded template fails here."""
+    import rulechef
+
+    source = "".join(p.read_text() for p in Path(rulechef.__file__).parent.glob("*.py"))
+    kinds = {kind for kind, _ in PROMPT_MARKERS}
+    assert kinds == set(PROMPT_KINDS) - {"other"}
+    missing = [marker for _, marker in PROMPT_MARKERS if marker not in source]
+    assert missing == []
+
+
+def test_the_stand_in_and_the_scripted_llm_read_the_same_markers() -> None:
+    """Both clients name a marked prompt by the one table (guidance is "guide" in scripts)."""
+    from tests.scripted import prompt_kind
+
+    for kind, marker in PROMPT_MARKERS:
+        prompt = f"some preamble\n{marker} and the rest"
+        assert detect_prompt_kind(prompt) == kind
+        assert prompt_kind(prompt) == ("guide" if kind == "guidance" else kind)
+    assert detect_prompt_kind("no marker at all") == "other"
+    assert prompt_kind("no marker at all") == "synthesis"

@@ -5,7 +5,7 @@ task (the intents data shipped in the package, or any ``text``/``label`` JSONL
 file), learns rules with an :class:`~rulechef.coordinator.AgenticCoordinator`,
 prunes them with ``rank_rules(prune=True)``, and records both runs with
 :func:`~rulechef_trace.record_trace`. Without ``OPENAI_API_KEY`` the LLM is
-the deterministic :class:`~rulechef_trace.standin.StandInLLM`; with it, a real
+the deterministic :class:`~rulechef_trace.demo.standin.StandInLLM`; with it, a real
 OpenAI-compatible endpoint.
 """
 
@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from rulechef_trace.demo.examples import load_examples, packaged_data_path
+from rulechef_trace.demo.standin import StandInLLM
 from rulechef_trace.recorder import record_trace
 from rulechef_trace.render import print_trace
-from rulechef_trace.standin import StandInLLM, load_examples, packaged_data_path
 from rulechef_trace.trace import Trace
 
 __all__ = [
