@@ -150,7 +150,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if is_terminal(sys.stdout):
         out = cast(IO[str], _TerminalStream(sys.stdout, colour=wants_colour(sys.stdout)))
     try:
-        run_demo(
+        traces = run_demo(
             args.dir,
             data=args.data,
             model=args.model,
@@ -166,6 +166,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         _error(f"demo run failed: {type(exc).__name__}: {exc}")
         return EXIT_INVALID
     out.flush()
+    failed = [t for t in traces if t.status == "llm_error"]
+    if failed:  # rulechef went on without its LLM; the demo did not do what it says
+        error = failed[0].run.get("error") or {}
+        _error(f"demo run failed: every LLM call failed: {error.get('type')}: {error.get('message')}")
+        return EXIT_INVALID
     return EXIT_OK
 
 
