@@ -169,7 +169,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     failed = [t for t in traces if t.status == "llm_error"]
     if failed:  # rulechef went on without its LLM; the demo did not do what it says
         error = failed[0].run.get("error") or {}
-        _error(f"demo run failed: every LLM call failed: {error.get('type')}: {error.get('message')}")
+        why = f"{error.get('type')}: {error.get('message')}"
+        _error(f"demo run failed: every LLM call failed: {why}")
         return EXIT_INVALID
     return EXIT_OK
 
