@@ -48,8 +48,23 @@ def installed() -> bool:
     return bool(_originals)
 
 
+# hook -> (class, the object found for it); every record_trace() installs anew, and
+# importing, getattr_static and signatures cost more than the rest of an install.
+_resolved: dict[Hook, tuple[type, Any]] = {}
+
+
 def _resolve(hook: Hook) -> tuple[type, Any] | None:
     """Find the hooked class and method, or None when this rulechef lacks them."""
+    known = _resolved.get(hook)
+    if known is not None and known[0].__dict__.get(hook.name, ABSENT) is known[1]:
+        return known
+    found = _look_up(hook)
+    if found is not None and found[0].__dict__.get(hook.name, ABSENT) is found[1]:
+        _resolved[hook] = found
+    return found
+
+
+def _look_up(hook: Hook) -> tuple[type, Any] | None:
     module_name, class_name = hook.owner.split(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -165,7 +180,7 @@ def _live_receivers(signal: NamedSignal) -> int:
 
 def wanted() -> bool:
     """Whether anybody listens; uninstalls lazily when receivers vanished silently."""
-    if any(_live_receivers(s) for s in _WATCHED):
+    if any(s.receivers and _live_receivers(s) for s in _WATCHED):
         return True
     refresh()
     return False
@@ -178,7 +193,8 @@ def refresh() -> None:
     rulechef_trace signal, and when a weakly held receiver is collected.
     """
     with _lock:
-        listening = any(_live_receivers(s) for s in _WATCHED)
+        # ``receivers`` empty is the common case while a recorder detaches: no walk.
+        listening = any(s.receivers and _live_receivers(s) for s in _WATCHED)
         if listening and not _originals:
             _install()
         elif not listening and _originals:
@@ -189,7 +205,8 @@ def _on_connected(signal: NamedSignal, **kwargs: Any) -> None:
     receiver = kwargs.get("receiver")
     if kwargs.get("weak", True) and receiver is not None:
         _watch(getattr(receiver, "__self__", receiver))
-    refresh()
+    if not _originals:  # a connect can only start listening; installed already: nothing to do
+        refresh()
 
 
 # id(receiver or its owner) -> its finalizer; ids, since receivers need not be hashable.

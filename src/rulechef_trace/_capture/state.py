@@ -160,17 +160,39 @@ def emit_change(
     state.snapshots.append((frozenset(after), state.seq, state.iteration))
 
 
+#: Payload keys that hold no rule id worth a name (metrics, counts, the whole rule set).
+_NO_IDS = frozenset(
+    {
+        "rules_after",
+        "metrics",
+        "metrics_before",
+        "metrics_after",
+        "failures",
+        "data",
+        "per_label",
+        "llm",
+        "llm_error",
+        "rule_facts",
+        "stats",
+        "error",
+        "ensemble",
+    }
+)
+
+
 def names_for(state: RunState, added: list[str], fields: dict[str, Any]) -> dict[str, str]:
     """Names of every known rule id an event mentions (added, proposed, merged...)."""
-    found = {rid: state.names[rid] for rid in added if rid in state.names}
-    stack: list[Any] = list(fields.values())
+    names = state.names
+    found = {rid: names[rid] for rid in added if rid in names}
+    stack: list[Any] = [v for k, v in fields.items() if k not in _NO_IDS]
     while stack:
         value = stack.pop()
         if isinstance(value, str):
-            if value in state.names:
-                found.setdefault(value, state.names[value])
+            if value in names:
+                found.setdefault(value, names[value])
         elif isinstance(value, dict):
             stack.extend(value.values())
+            stack.extend(k for k in value if isinstance(k, str) and k in names)
         elif isinstance(value, list):
             stack.extend(value)
     return found

@@ -76,7 +76,7 @@ def around(
     """
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        binder = make_binder(signature_of(original))
+        binder = binder_of(original)
         born = _generation
 
         @functools.wraps(original)
@@ -146,6 +146,28 @@ def signature_of(func: Callable[..., Any]) -> inspect.Signature:
 
 
 _PLAIN_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+# function -> its binder; bound methods (a coordinator's, wrapped per run) by their
+# function, whose signature without ``self`` they share.
+_binders: weakref.WeakKeyDictionary[Callable[..., Any], Any] = weakref.WeakKeyDictionary()
+_bound_binders: weakref.WeakKeyDictionary[Callable[..., Any], Any] = weakref.WeakKeyDictionary()
+
+
+def binder_of(
+    func: Callable[..., Any],
+) -> Callable[[tuple[Any, ...], dict[str, Any]], dict[str, Any]]:
+    """``make_binder(signature_of(func))``, worked out once per function."""
+    bound = inspect.ismethod(func)
+    key = func.__func__ if bound else func  # type: ignore[attr-defined]
+    table = _bound_binders if bound else _binders
+    try:
+        return table[key]  # type: ignore[no-any-return]
+    except (KeyError, TypeError):
+        binder = make_binder(signature_of(func))
+    with contextlib.suppress(TypeError):  # not weakly referable: not cached
+        table[key] = binder
+    return binder
 
 
 def make_binder(
