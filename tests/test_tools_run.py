@@ -42,18 +42,23 @@ PROGRAM = textwrap.dedent(
 )
 
 
-def run(tmp_path: Path, *args: str, status: int = 0) -> subprocess.CompletedProcess[str]:
+def run(
+    tmp_path: Path, *args: str, status: int = 0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "learn.py"
     script.write_text(PROGRAM, encoding="utf-8")
     command = [sys.executable, "-m", "rulechef_trace", "run", *args, "--"]
     command += [sys.executable, str(script), str(tmp_path / "store"), str(status)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, env=env
+    )
 
 
 def test_a_program_run_under_rulechef_trace_run_leaves_its_trace(tmp_path: Path) -> None:
     """The script imports rulechef only; its learning run is in the storage folder."""
     done = run(tmp_path)
     assert done.returncode == 0, done.stderr
+    assert "sitecustomize" not in done.stderr
     trace = load_trace(tmp_path / "store" / "reviews.trace.json")
     assert validate(trace) == []
     assert trace.kind == "learn" and trace.status == "completed"
@@ -86,3 +91,20 @@ def test_a_missing_program_is_one_line_and_status_2(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         "rulechef-trace: error: no such program: no-such-program-xyz"
     ]
+
+
+def test_the_programs_own_sitecustomize_still_runs(tmp_path: Path) -> None:
+    """A sitecustomize the program had on PYTHONPATH is handed over to, after the recorder."""
+    import os
+
+    own = tmp_path / "own"
+    own.mkdir()
+    marker = tmp_path / "ran.txt"
+    (own / "sitecustomize.py").write_text(
+        f"open({str(marker)!r}, 'w').write('yes')\n", encoding="utf-8"
+    )
+    env = {**os.environ, "PYTHONPATH": str(own)}
+    done = run(tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "yes"
+    assert (tmp_path / "store" / "reviews.trace.json").is_file()

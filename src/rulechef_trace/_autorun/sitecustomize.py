@@ -7,8 +7,8 @@ attaches the recorder the environment describes, then hands over to the
 stops the program: a failure is one line on standard error.
 """
 
-import contextlib
-import importlib
+import importlib.machinery
+import importlib.util
 import os
 import sys
 
@@ -23,12 +23,16 @@ def _start() -> None:
 
 
 def _chain() -> None:
-    # Hand over to the sitecustomize that this one shadows.
+    # Hand over to the sitecustomize that this one shadows, if there is one: found
+    # on the rest of sys.path and run as a module of its own (this one stays
+    # "sitecustomize" in sys.modules, as the import system expects).
     here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    sys.modules.pop("sitecustomize", None)
-    with contextlib.suppress(ImportError):  # there was none
-        importlib.import_module("sitecustomize")
+    rest = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
 
 
 if os.environ.get("RULECHEF_TRACE_RUN") == "1":
