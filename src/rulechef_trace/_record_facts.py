@@ -50,13 +50,24 @@ def add_cost(event: dict[str, Any], prices: Prices, costs: list[float | None]) -
         event["llm"] = {**event["llm"], "cost": total}
 
 
-def changed_since(folder: Path, dataset: str, rules: list[str]) -> dict[str, Any] | None:
+def changed_since(
+    folder: Path, dataset: str, rules: list[str], known: tuple[str, list[str]] | None = None
+) -> dict[str, Any] | None:
     """What changed in the rules since the newest kept trace of ``dataset``, if anything.
+
+    Args:
+        folder: The storage folder.
+        dataset: The dataset's name.
+        rules: The rule ids the new run starts with.
+        known: (run id, final rule ids) of that trace when the caller wrote it
+            itself; the history folder is read only without it.
 
     Returns:
         ``{"run": that trace's run id, "added": [...], "removed": [...]}``, or
         ``None`` when nothing changed or no readable trace is kept.
     """
+    if known is not None:
+        return _difference(known[0], known[1], rules)
     try:
         kept = sorted(history_dir(folder, dataset).glob("*.trace.json"))
     except OSError:
@@ -71,12 +82,16 @@ def changed_since(folder: Path, dataset: str, rules: list[str]) -> dict[str, Any
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.debug("rulechef_trace: kept trace %s unreadable: %s", path, exc)
             continue
-        before, after = set(final), set(rules)
-        if before == after:
-            return None
-        return {
-            "run": run_id,
-            "added": [rid for rid in rules if rid not in before],
-            "removed": [rid for rid in final if rid not in after],
-        }
+        return _difference(run_id, final, rules)
     return None
+
+
+def _difference(run_id: str, final: list[str], rules: list[str]) -> dict[str, Any] | None:
+    before, after = set(final), set(rules)
+    if before == after:
+        return None
+    return {
+        "run": run_id,
+        "added": [rid for rid in rules if rid not in before],
+        "removed": [rid for rid in final if rid not in after],
+    }

@@ -107,6 +107,9 @@ class TraceRecorder:
         self._runs: dict[str, _Run] = {}
         self._streams: dict[str, IO[bytes]] = {}
         self._costs: dict[str, list[float | None]] = {}
+        # (folder, dataset) -> (run id, final rule ids) of the last trace this recorder kept,
+        # so a run's start need not read it back from disk.
+        self._kept: dict[tuple[Path, str], tuple[str, list[str]]] = {}
         self._subscription = sig.Subscription(self._receive, self.chef)
 
     @property
@@ -193,7 +196,12 @@ class TraceRecorder:
             rules = event.get("rules")
             folder = self._folder(sender, event)
             dataset = str(event.get("dataset") or "default")
-            changed = changed_since(folder, dataset, rules if isinstance(rules, list) else [])
+            changed = changed_since(
+                folder,
+                dataset,
+                rules if isinstance(rules, list) else [],
+                self._kept.get((folder, dataset)),
+            )
             if changed is not None:
                 event["changed_since"] = changed
         if self.prices is not None:
@@ -247,6 +255,9 @@ class TraceRecorder:
             written, failed = [], [(t, exc) for t in targets]
         with self._lock:
             self.paths.extend(written)
+            if any(t.parent.name.endswith(".traces") for t in written):
+                final = [r["id"] for r in trace["final"]["rules"]]
+                self._kept[(folder, dataset)] = (str(run.get("id")), final)
         if failed:
             names = ", ".join(str(t) for t, _ in failed)
             self._write_failed(f"could not write {names}", failed[0][1])
