@@ -30,6 +30,7 @@ from tests.scripted import (
     ScriptedLLM,
     StopAfterCoordinator,
     audit_merge,
+    last_trace,
     make_chef,
     rule,
     target_class,
@@ -314,7 +315,7 @@ def test_a_critic_that_did_not_run_has_no_step(tmp_path: Path) -> None:
     chef = make_chef(tmp_path, llm, coordinator)
     with record_trace(chef, write=False) as recorder:
         quiet(chef.learn_rules, max_refinement_iterations=2)
-    trace = recorder.last
+    trace = last_trace(recorder)
     assert [e["returned"] for e in trace.events_of("critiqued")] == [False, False]
     assert "critic" not in render_trace(trace)
     assert "critic" not in Page(render_html(trace)).words
@@ -325,7 +326,7 @@ def test_guidance_without_advice_is_folded_into_the_iteration(tmp_path: Path) ->
     chef = make_chef(tmp_path, ScriptedLLM(patch=[{"rules": []}, FIX_ALL]))
     with record_trace(chef, write=False) as recorder:
         quiet(chef.learn_rules, max_refinement_iterations=3)
-    trace = recorder.last
+    trace = last_trace(recorder)
     guided = trace.events_of("guided")
     assert guided and all(e["guidance_chars"] == 0 for e in guided)
     for text in (render_trace(trace), Page(render_html(trace)).words):

@@ -24,6 +24,7 @@ from tests.scripted import (
     StopAfterCoordinator,
     audit_merge,
     ids_by_name,
+    last_trace,
     make_chef,
     restoring_llm,
     rule,
@@ -659,10 +660,10 @@ def test_a_discovered_task_whose_run_fails_reports_loaded_not_discarded(tmp_path
     chef._observations._merge_pending_into_observer = discover_then_fail
     with record_trace(chef, write=False) as recorder, pytest.raises(ConnectionError):
         chef.learn_rules()
-    end = recorder.last.events[-1]
+    end = last_trace(recorder).events[-1]
     assert sorted(end["loaded"]) == sorted(r.id for r in stored.dataset.rules)
     assert "discarded" not in end
-    assert sorted(replay(recorder.last)) == sorted(r.id for r in chef.dataset.rules)
+    assert sorted(replay(last_trace(recorder))) == sorted(r.id for r in chef.dataset.rules)
 
 
 @pytest.mark.parametrize("coordinator", COORDINATORS)

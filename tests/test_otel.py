@@ -37,6 +37,7 @@ from tests.scripted import (
     ScriptedLLM,
     StopAfterCoordinator,
     audit_merge,
+    last_trace,
     make_chef,
     prompt_kind,
     rule,
@@ -670,7 +671,7 @@ def test_record_trace_otel_switch_sends_the_run_as_spans(tmp_path, exporter):
     with record_trace(chef, write=False, otel=True) as recorder:
         chef.learn_rules(max_refinement_iterations=3)
     (run,) = named(list(exporter.get_finished_spans()), "rulechef.learn")
-    assert run.attributes["rulechef.run.id"] == recorder.last.run["id"]
+    assert run.attributes["rulechef.run.id"] == last_trace(recorder).run["id"]
     assert not recorder.attached
 
 

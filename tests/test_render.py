@@ -10,7 +10,7 @@ import pytest
 from rulechef_trace import Trace, build_trace, print_trace, record_trace, render_trace
 from rulechef_trace.report import diff, lineage, render_diff, render_html, render_lineage
 from rulechef_trace.report.numbers import pct
-from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, audit_merge, make_chef
+from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, audit_merge, last_trace, make_chef
 from tests.trace_factory import Traces, make_traces, merge_dag_trace
 
 
@@ -49,7 +49,7 @@ def test_render_of_a_failed_run_shows_the_error(tmp_path):
     chef = make_chef(tmp_path, ScriptedLLM())
     with record_trace(chef, write=False) as recorder:
         chef.learn_rules(min_examples=99)
-    text = render_trace(recorder.last)
+    text = render_trace(last_trace(recorder))
     assert "not_enough_data" in text and "Final: 0 rules" in text
 
 
