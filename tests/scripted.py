@@ -287,7 +287,7 @@ def make_chef(
     return chef
 
 
-def audit_merge(names: list[str], merged_name: str, words: str) -> Responder:
+def audit_merge(names: list[str], merged_name: str, words: str) -> Callable[[str], dict[str, Any]]:
     """An audit answer merging the named rules into one keyword rule."""
 
     def answer(prompt: str) -> dict[str, Any]:

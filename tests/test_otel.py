@@ -374,7 +374,9 @@ def test_a_failed_run_has_error_status_and_ends_every_span(tmp_path, exporter):
     """The coordinator raised in guidance: run ERROR, the guide span ended, nothing current."""
 
     class Boom(StopAfterCoordinator):
-        def guide_refinement(self, eval_result: Any, iteration: int, max_iterations: int) -> tuple:
+        def guide_refinement(
+            self, eval_result: Any, iteration: int, max_iterations: int
+        ) -> tuple[str, bool]:
             raise LookupError("coordinator lost its notes")
 
     chef = make_chef(tmp_path, ScriptedLLM(), Boom())

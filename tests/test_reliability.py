@@ -69,7 +69,9 @@ class Raising(StopAfterCoordinator):
 
     raised: BaseException | None = None
 
-    def guide_refinement(self, eval_result: Any, iteration: int, max_iterations: int) -> tuple:
+    def guide_refinement(
+        self, eval_result: Any, iteration: int, max_iterations: int
+    ) -> tuple[str, bool]:
         self.raised = ValueError("the coordinator's own bug")
         raise self.raised
 
@@ -262,13 +264,10 @@ def test_concurrent_writers_never_expose_a_partial_file(tmp_path):
 def test_unwritable_storage_warns_once_and_keeps_the_trace(
     tmp_path, monkeypatch, caplog, where, error
 ):
-    import rulechef_trace.recorder as recorder_module
-
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise error
 
-    owner = recorder_module.os if where == "os.fsync" else recorder_module
-    monkeypatch.setattr(owner, where.split(".")[-1], fail)
+    monkeypatch.setattr(f"rulechef_trace.recorder.{where}", fail)
     expected = make_chef(tmp_path / "a", rich_llm(), "agentic").learn_rules()
     chef = make_chef(tmp_path / "b", rich_llm(), "agentic")
     with caplog.at_level(logging.WARNING, logger="rulechef_trace"), record_trace(chef) as recorder:
@@ -516,12 +515,14 @@ def test_a_patch_laid_over_a_hook_survives_uninstall_and_is_never_nested(tmp_pat
         calls.append(1)
         return ours(self, *args, **kwargs)
 
-    RuleLearner._log_patch_decision = spy  # another library patches over us
+    # another library patches over us (assigning a method is the point here)
+    RuleLearner._log_patch_decision = spy  # type: ignore[method-assign]
     with caplog.at_level(logging.WARNING, logger="rulechef_trace"):
         recorder.detach()
     assert RuleLearner.__dict__["_log_patch_decision"] is spy
     assert any("patched again" in r.getMessage() for r in caplog.records)
-    RuleLearner._log_patch_decision = ours  # that library undoes its patch: a stale wrapper
+    # that library undoes its patch: a stale wrapper
+    RuleLearner._log_patch_decision = ours  # type: ignore[method-assign]
     with record_trace(chef, write=False) as again:
         chef.learn_rules(max_refinement_iterations=3)
     assert [p["outcome"] for p in last_trace(again).events_of("patch_decided")] == [
@@ -536,7 +537,8 @@ def test_a_coordinator_method_that_cannot_be_wrapped_leaves_no_wrapper(tmp_path)
     import operator
 
     coordinator = StopAfterCoordinator()
-    coordinator.critique_rules = operator.itemgetter(0)  # no signature to inspect
+    # a callable with no signature to inspect, where a method is expected: the point here
+    coordinator.critique_rules = operator.itemgetter(0)  # type: ignore[method-assign, assignment]
     chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK]), coordinator)
     with record_trace(chef, write=False) as recorder:
         chef.learn_rules(max_refinement_iterations=1)
@@ -583,7 +585,8 @@ def test_a_foreign_wrapper_made_with_functools_wraps_never_doubles_events(tmp_pa
     def foreign(self: Any, *args: Any, **kwargs: Any) -> Any:
         return ours(self, *args, **kwargs)
 
-    RuleLearner.synthesize_patch_ruleset = foreign
+    # a foreign library patches over our wrapper: the point of the test
+    RuleLearner.synthesize_patch_ruleset = foreign  # type: ignore[method-assign]
     try:
         first.detach()
         assert RuleLearner.__dict__["synthesize_patch_ruleset"] is foreign
@@ -593,7 +596,8 @@ def test_a_foreign_wrapper_made_with_functools_wraps_never_doubles_events(tmp_pa
         assert outcomes == ["rejected", "accepted"]
         assert RuleLearner.__dict__["synthesize_patch_ruleset"] is foreign
     finally:
-        RuleLearner.synthesize_patch_ruleset = ours.__wrapped__
+        # put back our wrapper as the foreign library found it
+        RuleLearner.synthesize_patch_ruleset = ours.__wrapped__  # type: ignore[method-assign]
 
 
 def test_an_unhashable_weak_receiver_takes_the_hooks_with_it_when_collected():

@@ -74,6 +74,7 @@ def test_every_audit_and_the_end_show_their_f1(traces: Traces) -> None:
         if event["actions"] and not event["reverted"]:
             move = f"F1 {pct(event['metrics_before']['f1'])} → {pct(event['metrics_after']['f1'])}"
             assert move in text
+    assert trace.final_metrics is not None
     final = pct(trace.final_metrics["f1"])
     assert f"finalized: completed, {len(trace.final_rules)} rules, F1 {final}" in text
     assert f"Final: {len(trace.final_rules)} rules   F1 {final}" in text
