@@ -8,12 +8,17 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rulechef import RuleChef, Task, TaskType
 from rulechef.coordinator import AgenticCoordinator, AuditResult, CoordinatorProtocol
 
 from rulechef_trace._capture.rulechef02 import prompts
+
+if TYPE_CHECKING:
+    from openai import OpenAI
+
+    from rulechef_trace import Trace, TraceRecorder
 
 # Script keys are the prompt kinds, except that guidance answers go under "guide".
 _SCRIPT_KEYS = {prompts.GUIDANCE: "guide"}
@@ -215,7 +220,9 @@ class StopAfterCoordinator(CoordinatorProtocol):
     def on_learning_complete(self, old_rules: Any, new_rules: Any, metrics: Any) -> None:
         return None
 
-    def guide_refinement(self, eval_result: Any, iteration: int, max_iterations: int) -> tuple:
+    def guide_refinement(
+        self, eval_result: Any, iteration: int, max_iterations: int
+    ) -> tuple[str, bool]:
         return "custom advice", iteration + 1 < self.stop_after
 
     def audit_rules(self, rules: list[Any], rule_metrics: list[Any]) -> AuditResult:
@@ -223,6 +230,22 @@ class StopAfterCoordinator(CoordinatorProtocol):
 
     def critique_rules(self, rules: Any, rule_metrics: Any, eval_result: Any, dataset: Any) -> Any:
         return self.critique(rules) if self.critique else None
+
+
+def last_trace(recorder: TraceRecorder) -> Trace:
+    """The recorder's most recent trace; the test fails when it holds none."""
+    trace = recorder.last
+    assert trace is not None, "the recorder holds no trace"
+    return trace
+
+
+def as_client(llm: object) -> OpenAI:
+    """A stand-in client where rulechef's annotation asks for an ``OpenAI``.
+
+    rulechef only calls ``chat.completions.create`` on its client, which the
+    scripted and stand-in clients provide; the cast says so to the type checker.
+    """
+    return cast("OpenAI", llm)
 
 
 def make_chef(
@@ -233,25 +256,30 @@ def make_chef(
     data: list[tuple[str, str]] | None = None,
     name: str = "reviews",
     **chef_kwargs: Any,
-) -> RuleChef:
-    """A chef on the sentiment task with its examples added (not learned yet)."""
+) -> Any:
+    """A chef on the sentiment task with its examples added (not learned yet).
+
+    Typed ``Any`` as the package types a chef: rulechef 0.2 assigns ``dataset``
+    and ``learner`` None before a task sets them, so mypy infers both as None.
+    """
+    chosen: CoordinatorProtocol | None = None
     if coordinator == "agentic":
-        coordinator = AgenticCoordinator(
-            llm,
+        chosen = AgenticCoordinator(
+            as_client(llm),
             prune_after_learn=True,
             enable_critic=True,
             audit_interval=2,
             critic_interval=2,
             verbose=False,
         )
-    elif coordinator == "simple":
-        coordinator = None
+    elif not isinstance(coordinator, str):
+        chosen = coordinator
     chef = RuleChef(
         task=task(),
-        client=llm,
+        client=as_client(llm),
         dataset_name=name,
         storage_path=str(tmp_path),
-        coordinator=coordinator,
+        coordinator=chosen,
         **chef_kwargs,
     )
     for text, label in data if data is not None else DATA:
@@ -259,7 +287,7 @@ def make_chef(
     return chef
 
 
-def audit_merge(names: list[str], merged_name: str, words: str) -> Responder:
+def audit_merge(names: list[str], merged_name: str, words: str) -> Callable[[str], dict[str, Any]]:
     """An audit answer merging the named rules into one keyword rule."""
 
     def answer(prompt: str) -> dict[str, Any]:

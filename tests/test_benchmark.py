@@ -14,7 +14,9 @@ from benchmarks.overhead.scenarios import many_classes, write_jsonl
 
 
 @pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict, dict[str, Any]]]:
+def pool(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """Workers A, D and P, and a request for a tiny learning run."""
     root = tmp_path_factory.mktemp("bench")
     data = root / "tiny.jsonl"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rulechef_trace import load_trace, record_trace, replay, validate
-from tests.scripted import ScriptedLLM, make_chef, rule
+from tests.scripted import ScriptedLLM, last_trace, make_chef, rule
 
 
 def history(storage: Path) -> list[Path]:
@@ -19,7 +19,7 @@ def test_delete_rule_inside_a_recorder_is_an_edit_run_that_replays(tmp_path: Pat
         chef.learn_rules(max_refinement_iterations=1)
         learned = [r.id for r in chef.dataset.rules]
         assert chef.delete_rule(learned[0])
-    edit = recorder.last
+    edit = last_trace(recorder)
     assert edit.kind == "edit"
     assert [e["type"] for e in edit.events] == ["run_started", "rules_edited", "finalized"]
     (change,) = edit.events_of("rules_edited")
@@ -46,7 +46,7 @@ def test_load_rules_is_an_edit_run_without_the_rules_themselves(tmp_path: Path) 
     ]
     with record_trace(chef) as recorder:
         chef.load_rules(source)
-    edit = recorder.last
+    edit = last_trace(recorder)
     (change,) = edit.events_of("rules_edited")
     assert change["method"] == "load_rules"
     assert sorted(change["added"]) == ["a1b2c3d4", "e5f6a7b8"]
@@ -80,7 +80,7 @@ def test_a_direct_evaluate_and_refine_is_a_refine_run_with_its_patches(tmp_path:
     start = list(chef.dataset.rules)
     with record_trace(chef) as recorder:
         best, _ = chef.learner.evaluate_and_refine(start, chef.dataset, max_iterations=2)
-    refine = recorder.last
+    refine = last_trace(recorder)
     assert refine.kind == "refine"
     assert validate(refine) == []
     assert refine.events[0]["type"] == "run_started"
@@ -103,7 +103,7 @@ def test_a_change_no_hook_saw_is_found_at_the_next_runs_start(tmp_path: Path) ->
     chef.delete_rule(first[1])  # nobody listening: no trace of it
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=1)
-    start = recorder.last.events[0]
+    start = last_trace(recorder).events[0]
     assert start["changed_since"] == {"run": edit_run.run_id, "added": [], "removed": [first[1]]}
     assert validate(recorder.last) == []
 

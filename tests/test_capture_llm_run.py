@@ -14,6 +14,7 @@ from tests.scripted import (
     FIX_POS,
     NO_CONTENT,
     ScriptedLLM,
+    last_trace,
     make_chef,
     prompt_kind,
     rule,
@@ -52,7 +53,7 @@ def learn(tmp_path: Path, llm: ScriptedLLM, coordinator: str = "agentic", **kwar
     chef = make_chef(tmp_path, llm, coordinator)
     with record_trace(chef, strict=True) as recorder:
         chef.learn_rules(max_refinement_iterations=kwargs.pop("iterations", 3), **kwargs)
-    return recorder.last
+    return last_trace(recorder)
 
 
 def calls(trace: Trace) -> list[dict[str, Any]]:
@@ -186,7 +187,7 @@ def test_a_shared_client_attributes_calls_to_each_chefs_run(tmp_path: Path) -> N
         with record_trace(chef) as recorder:
             barrier.wait(5)
             chef.learn_rules(max_refinement_iterations=2)
-        traces[chef.dataset.name] = recorder.last
+        traces[chef.dataset.name] = last_trace(recorder)
 
     threads = [threading.Thread(target=run, args=(chef,)) for chef in chefs]
     for thread in threads:
@@ -247,7 +248,7 @@ def test_a_run_with_the_real_openai_client_records_its_retries_and_errors(tmp_pa
         with record_trace(chef) as recorder:
             chef.learn_rules(max_refinement_iterations=1)
         requests = server.requests
-    trace = recorder.last
+    trace = last_trace(recorder)
     steps = [(e["step"], e["status"]) for e in calls(trace)]
     assert steps == [("per_class", "ok"), ("per_class", "ok"), ("patch", "error")]
     assert requests == 5  # 429 + retry, one call, 500 + retry
@@ -272,7 +273,7 @@ def test_cost_is_tokens_times_prices_per_call_and_for_the_run(tmp_path: Path) ->
     chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_POS, {"rules": []}]), "agentic")
     with record_trace(chef, prices={"gpt-4o-mini": (0.15, 0.60)}) as recorder:
         chef.learn_rules(max_refinement_iterations=2)
-    trace = recorder.last
+    trace = last_trace(recorder)
     for call in calls(trace):
         usage = call["usage"]
         expected = (usage["input_tokens"] * 0.15 + usage["output_tokens"] * 0.60) / 1e6
@@ -286,8 +287,8 @@ def test_a_model_without_a_price_has_no_cost_never_a_guess(tmp_path: Path) -> No
     chef = make_chef(tmp_path, ScriptedLLM(), "simple")
     with record_trace(chef, prices={"gpt-4.1": (2.0, 8.0)}) as recorder:
         chef.learn_rules(max_refinement_iterations=1)
-    assert {c["cost"] for c in calls(recorder.last)} == {None}
-    assert recorder.last.run["llm"]["cost"] is None
+    assert {c["cost"] for c in calls(last_trace(recorder))} == {None}
+    assert last_trace(recorder).run["llm"]["cost"] is None
 
 
 def test_bad_prices_are_one_line_before_anything_runs(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rulechef_trace import load_trace, record_trace
-from tests.scripted import FIX_POS, ScriptedLLM, make_chef, rule
+from tests.scripted import FIX_POS, ScriptedLLM, last_trace, make_chef, rule
 
 
 def test_final_rules_carry_their_facts_as_rulechef_has_them(tmp_path: Path) -> None:
@@ -40,7 +40,7 @@ def test_a_label_the_dataset_does_not_have_is_other_in_the_rule_facts(tmp_path: 
     chef = make_chef(tmp_path, llm)
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=1)
-    trace = recorder.last
+    trace = last_trace(recorder)
     labels = {facts.get("label") for facts in trace["rules"].values()}
     assert "(other)" in labels and "pos" in labels
     assert "Alice" not in str(trace)
@@ -51,7 +51,7 @@ def test_a_sampling_strategy_passed_to_learn_rules_is_the_one_recorded(tmp_path:
     chef = make_chef(tmp_path, ScriptedLLM(), sampling_strategy="balanced")
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=1, sampling_strategy="diversity")
-    assert recorder.last.run["params"]["sampling_strategy"] == "diversity"
+    assert last_trace(recorder).run["params"]["sampling_strategy"] == "diversity"
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=1)
-    assert recorder.last.run["params"]["sampling_strategy"] == "balanced"
+    assert last_trace(recorder).run["params"]["sampling_strategy"] == "balanced"

@@ -22,7 +22,7 @@ from tests.trace_factory import Traces, make_traces
 ERROR = "rulechef-trace: error: "
 
 # (file name, how to make it from a real trace's bytes, the problem reported)
-BAD_INPUTS: list[tuple[str, Callable[[Path, bytes], None] | None, str]] = [
+BAD_INPUTS: list[tuple[str, Callable[[Path, bytes], object] | None, str]] = [
     ("missing.trace.json", None, "no such file"),
     ("folder.trace.json", lambda p, good: p.mkdir(), "is a directory, not a trace file"),
     ("empty.trace.json", lambda p, good: p.write_bytes(b""), "empty file"),

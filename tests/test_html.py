@@ -30,6 +30,7 @@ from tests.scripted import (
     ScriptedLLM,
     StopAfterCoordinator,
     audit_merge,
+    last_trace,
     make_chef,
     rule,
     target_class,
@@ -273,12 +274,14 @@ def test_every_audit_step_shows_its_f1_before_and_after(demo_traces: list[Trace]
         before, after = event["metrics_before"]["f1"], event["metrics_after"]["f1"]
         assert f"F1 {pct(before)} → {pct(after)}" in text
     (final_audit,) = [e for e in learn.events_of("audit_applied") if e["stage"] == "final"]
+    assert learn.final_metrics is not None
     assert pct(final_audit["metrics_after"]["f1"]) == pct(learn.final_metrics["f1"])
 
 
 def test_card_chart_and_steps_end_at_the_final_f1(demo_traces: list[Trace]) -> None:
     """The final-F1 card, the chart's last point and the last step show the same F1."""
     learn = demo_traces[0]
+    assert learn.final_metrics is not None
     final = pct(learn.final_metrics["f1"])
     page = Page(render_html(learn))
     text = page.words
@@ -314,7 +317,7 @@ def test_a_critic_that_did_not_run_has_no_step(tmp_path: Path) -> None:
     chef = make_chef(tmp_path, llm, coordinator)
     with record_trace(chef, write=False) as recorder:
         quiet(chef.learn_rules, max_refinement_iterations=2)
-    trace = recorder.last
+    trace = last_trace(recorder)
     assert [e["returned"] for e in trace.events_of("critiqued")] == [False, False]
     assert "critic" not in render_trace(trace)
     assert "critic" not in Page(render_html(trace)).words
@@ -325,7 +328,7 @@ def test_guidance_without_advice_is_folded_into_the_iteration(tmp_path: Path) ->
     chef = make_chef(tmp_path, ScriptedLLM(patch=[{"rules": []}, FIX_ALL]))
     with record_trace(chef, write=False) as recorder:
         quiet(chef.learn_rules, max_refinement_iterations=3)
-    trace = recorder.last
+    trace = last_trace(recorder)
     guided = trace.events_of("guided")
     assert guided and all(e["guidance_chars"] == 0 for e in guided)
     for text in (render_trace(trace), Page(render_html(trace)).words):
@@ -350,7 +353,9 @@ def test_failed_run_shows_its_error(tmp_path):
     """The error of a failed run is shown once, escaped."""
 
     class Boom(StopAfterCoordinator):
-        def guide_refinement(self, eval_result: Any, iteration: int, max_iterations: int) -> tuple:
+        def guide_refinement(
+            self, eval_result: Any, iteration: int, max_iterations: int
+        ) -> tuple[str, bool]:
             raise LookupError("coordinator <lost> its notes")
 
     chef = make_chef(tmp_path, ScriptedLLM(), Boom())

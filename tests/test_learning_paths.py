@@ -22,8 +22,10 @@ from tests.scripted import (
     FIX_POS,
     ScriptedLLM,
     StopAfterCoordinator,
+    as_client,
     audit_merge,
     ids_by_name,
+    last_trace,
     make_chef,
     restoring_llm,
     rule,
@@ -520,7 +522,9 @@ def test_run_that_synthesizes_no_rules(tmp_path, learn, coordinator):
 
 def test_run_that_raises_is_recorded_as_failed(tmp_path):
     class Boom(StopAfterCoordinator):
-        def guide_refinement(self, eval_result: Any, iteration: int, max_iterations: int) -> tuple:
+        def guide_refinement(
+            self, eval_result: Any, iteration: int, max_iterations: int
+        ) -> tuple[str, bool]:
             raise LookupError("coordinator lost its notes")
 
     chef = make_chef(tmp_path, ScriptedLLM(), Boom())
@@ -570,7 +574,9 @@ def test_a_chef_holding_a_rule_twice_still_replays(tmp_path, learn):
 
 def test_a_run_failing_after_synthesis_ends_by_restoring_the_old_rules(tmp_path):
     class Boom(StopAfterCoordinator):
-        def guide_refinement(self, eval_result: Any, iteration: int, max_iterations: int) -> tuple:
+        def guide_refinement(
+            self, eval_result: Any, iteration: int, max_iterations: int
+        ) -> tuple[str, bool]:
             raise LookupError("late failure")
 
     chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
@@ -594,7 +600,9 @@ def test_a_coordinator_swapped_during_the_run_is_left_unpatched(tmp_path):
     second = StopAfterCoordinator()
 
     class Swapping(StopAfterCoordinator):
-        def guide_refinement(self, eval_result: Any, iteration: int, max_iterations: int) -> tuple:
+        def guide_refinement(
+            self, eval_result: Any, iteration: int, max_iterations: int
+        ) -> tuple[str, bool]:
             chef.coordinator = second
             return "", True
 
@@ -632,8 +640,10 @@ def test_a_task_discovered_during_the_run_has_its_stored_rules_as_baseline(tmp_p
     stored = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
     stored.learn_rules(max_refinement_iterations=2)
     kept = sorted(r.id for r in stored.dataset.rules)
-    chef = RuleChef(
-        client=ScriptedLLM(patch=[BREAK]), dataset_name="reviews", storage_path=str(tmp_path)
+    chef: Any = RuleChef(
+        client=as_client(ScriptedLLM(patch=[BREAK])),
+        dataset_name="reviews",
+        storage_path=str(tmp_path),
     )
 
     def discover() -> None:
@@ -650,7 +660,9 @@ def test_a_task_discovered_during_the_run_has_its_stored_rules_as_baseline(tmp_p
 def test_a_discovered_task_whose_run_fails_reports_loaded_not_discarded(tmp_path):
     stored = make_chef(tmp_path, ScriptedLLM(patch=[FIX_ALL]))
     stored.learn_rules(max_refinement_iterations=2)
-    chef = RuleChef(client=ScriptedLLM(), dataset_name="reviews", storage_path=str(tmp_path))
+    chef: Any = RuleChef(
+        client=as_client(ScriptedLLM()), dataset_name="reviews", storage_path=str(tmp_path)
+    )
 
     def discover_then_fail() -> None:
         chef._initialize_with_task(task())
@@ -659,10 +671,10 @@ def test_a_discovered_task_whose_run_fails_reports_loaded_not_discarded(tmp_path
     chef._observations._merge_pending_into_observer = discover_then_fail
     with record_trace(chef, write=False) as recorder, pytest.raises(ConnectionError):
         chef.learn_rules()
-    end = recorder.last.events[-1]
+    end = last_trace(recorder).events[-1]
     assert sorted(end["loaded"]) == sorted(r.id for r in stored.dataset.rules)
     assert "discarded" not in end
-    assert sorted(replay(recorder.last)) == sorted(r.id for r in chef.dataset.rules)
+    assert sorted(replay(last_trace(recorder))) == sorted(r.id for r in chef.dataset.rules)
 
 
 @pytest.mark.parametrize("coordinator", COORDINATORS)
@@ -698,7 +710,7 @@ def test_a_run_without_a_task_fails_before_any_rule_change(tmp_path, coordinator
         "agentic": AgenticCoordinator(ScriptedLLM(), prune_after_learn=True, verbose=False),
         "custom": StopAfterCoordinator(),
     }[coordinator]
-    chef = RuleChef(client=ScriptedLLM(), storage_path=str(tmp_path), coordinator=chosen)
+    chef = RuleChef(client=as_client(ScriptedLLM()), storage_path=str(tmp_path), coordinator=chosen)
     with record_trace(chef, write=False) as recorder, pytest.raises(RuntimeError, match="Task"):
         chef.learn_rules()
     (trace,) = recorder.traces

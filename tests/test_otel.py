@@ -7,23 +7,23 @@ import logging
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
 pytest.importorskip("opentelemetry.sdk", reason="the otel tests need opentelemetry-sdk")
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import Link, SpanKind, StatusCode
 
 from rulechef_trace import Trace, otel, record_trace
 from rulechef_trace import signals as sig
@@ -37,6 +37,7 @@ from tests.scripted import (
     ScriptedLLM,
     StopAfterCoordinator,
     audit_merge,
+    last_trace,
     make_chef,
     prompt_kind,
     rule,
@@ -44,6 +45,19 @@ from tests.scripted import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+
+if TYPE_CHECKING:
+
+    class FinishedSpan(ReadableSpan):
+        """A span the SDK has ended: the SDK types these as optional until then."""
+
+        @property
+        def attributes(self) -> Mapping[str, Any]: ...
+        @property
+        def start_time(self) -> int: ...
+        @property
+        def end_time(self) -> int: ...
+
 
 #: The step span each prompt kind's call must sit under.
 STEP_OF_PROMPT = {
@@ -95,8 +109,21 @@ def learn_with_bridge(chef: Any, **kwargs: Any) -> Trace:
     return recorded
 
 
-def named(spans: Any, name: str) -> list[ReadableSpan]:
-    return sorted((s for s in spans if s.name == name), key=lambda s: s.start_time or 0)
+def finished(spans: Iterable[ReadableSpan]) -> list[FinishedSpan]:
+    """The spans, checked to be ended: each has its times and an attributes mapping."""
+    spans = list(spans)
+    assert all(None not in (s.attributes, s.start_time, s.end_time) for s in spans)
+    return cast("list[FinishedSpan]", spans)
+
+
+def named(spans: Any, name: str) -> list[FinishedSpan]:
+    return sorted(finished(s for s in spans if s.name == name), key=lambda s: s.start_time)
+
+
+def attrs(item: Event | Link) -> Mapping[str, Any]:
+    """A span event's or link's attributes (the SDK gives every recorded one a mapping)."""
+    assert item.attributes is not None
+    return item.attributes
 
 
 def parent_of(span: ReadableSpan) -> int | None:
@@ -104,8 +131,9 @@ def parent_of(span: ReadableSpan) -> int | None:
 
 
 def span_id(span: ReadableSpan) -> int:
-    assert span.context is not None
-    return span.context.span_id
+    context = span.get_span_context()  # typed, unlike the SDK's ``context`` property
+    assert context is not None
+    return context.span_id
 
 
 def ancestors(span: ReadableSpan, spans: Any) -> list[str]:
@@ -118,13 +146,15 @@ def ancestors(span: ReadableSpan, spans: Any) -> list[str]:
     return names
 
 
-def under_their_steps(calls: list[ReadableSpan], spans: Any) -> bool:
+def under_their_steps(calls: list[FinishedSpan], spans: Any) -> bool:
     """Whether each instrumented call's parent is the step span its prompt kind belongs to."""
     return all(ancestors(c, spans)[0] == STEP_OF_PROMPT[c.attributes["kind"]] for c in calls)
 
 
-def chats(spans: Any) -> list[ReadableSpan]:
-    return sorted((s for s in spans if s.name.startswith("chat")), key=lambda s: s.start_time or 0)
+def chats(spans: Any) -> list[FinishedSpan]:
+    return sorted(
+        finished(s for s in spans if s.name.startswith("chat")), key=lambda s: s.start_time
+    )
 
 
 class TracedLLM(ScriptedLLM):
@@ -198,6 +228,7 @@ def test_steps_and_iterations_carry_the_traces_ids_counts_and_metrics(tmp_path, 
     assert run.attributes["rulechef.run.id"] == recorded.run["id"]
     assert run.attributes["rulechef.run.status"] == "completed"
     assert list(run.attributes["rulechef.rules.final"]) == recorded.final_rules
+    assert recorded.final_metrics is not None
     assert run.attributes["rulechef.f1"] == recorded.final_metrics["f1"] == 1.0
     assert run.attributes["rulechef.param.max_refinement_iterations"] == 5
     assert run.attributes["rulechef.llm.calls"] == 12
@@ -221,7 +252,7 @@ def test_steps_and_iterations_carry_the_traces_ids_counts_and_metrics(tmp_path, 
     )
 
     iterations = [e for e in refine.events if e.name == "rulechef.iteration"]
-    assert [e.attributes["rulechef.f1"] for e in iterations] == [
+    assert [attrs(e)["rulechef.f1"] for e in iterations] == [
         e["metrics"]["f1"] for e in recorded.events_of("iteration_evaluated")
     ]
     assert refine.attributes["rulechef.refine.stop_reason"] == "target_reached"
@@ -267,9 +298,9 @@ def test_a_patch_decision_is_a_genai_evaluation_result(tmp_path, exporter):
     assert [len(r) for r in results] == [1, 1, 1]
     decided = recorded.events_of("patch_decided")
     for (result,), event in zip(results, decided, strict=True):
-        assert result.attributes["gen_ai.evaluation.name"] == "f1"
-        assert result.attributes["gen_ai.evaluation.score.value"] == event["metrics_after"]["f1"]
-        assert result.attributes["gen_ai.evaluation.score.label"] == event["outcome"]
+        assert attrs(result)["gen_ai.evaluation.name"] == "f1"
+        assert attrs(result)["gen_ai.evaluation.score.value"] == event["metrics_after"]["f1"]
+        assert attrs(result)["gen_ai.evaluation.score.label"] == event["outcome"]
 
 
 def test_llm_spans_carry_genai_attributes_from_the_call(tmp_path, exporter):
@@ -322,8 +353,8 @@ def test_a_failed_llm_call_is_an_error_span_and_its_step_says_so(tmp_path, expor
     assert first.attributes["error.type"] == error["type"]
     assert first.status.status_code is StatusCode.ERROR
     (result,) = [e for e in first.events if e.name == "gen_ai.evaluation.result"]
-    assert result.attributes["gen_ai.evaluation.score.label"] == "llm_error"
-    assert "gen_ai.evaluation.score.value" not in result.attributes
+    assert attrs(result)["gen_ai.evaluation.score.label"] == "llm_error"
+    assert "gen_ai.evaluation.score.value" not in attrs(result)
     (run,) = named(spans, "rulechef.learn")
     assert run.status.status_code is StatusCode.OK
 
@@ -373,7 +404,9 @@ def test_a_failed_run_has_error_status_and_ends_every_span(tmp_path, exporter):
     """The coordinator raised in guidance: run ERROR, the guide span ended, nothing current."""
 
     class Boom(StopAfterCoordinator):
-        def guide_refinement(self, eval_result: Any, iteration: int, max_iterations: int) -> tuple:
+        def guide_refinement(
+            self, eval_result: Any, iteration: int, max_iterations: int
+        ) -> tuple[str, bool]:
             raise LookupError("coordinator lost its notes")
 
     chef = make_chef(tmp_path, ScriptedLLM(), Boom())
@@ -386,7 +419,7 @@ def test_a_failed_run_has_error_status_and_ends_every_span(tmp_path, exporter):
     assert run.attributes["error.type"] == "LookupError"
     assert run.attributes["rulechef.run.status"] == "failed"
     (exception,) = [e for e in run.events if e.name == "exception"]
-    assert exception.attributes["exception.message"] == "coordinator lost its notes"
+    assert attrs(exception)["exception.message"] == "coordinator lost its notes"
     assert [s.name for s in spans if s.name == "rulechef.refine"] == ["rulechef.refine"]
     (guide,) = named(spans, "rulechef.guide")  # its event never came: ended at the step's end
     assert "rulechef.guided.should_continue" not in guide.attributes
@@ -448,8 +481,8 @@ def test_rank_rules_links_to_the_learn_run_it_pruned(tmp_path, exporter):
     (link,) = ranked.links
     assert link.context.span_id == span_id(learned["reviews"])
     assert link.context.trace_id == learned["reviews"].context.trace_id
-    assert link.attributes["rulechef.run.id"] == learned["reviews"].attributes["rulechef.run.id"]
-    assert ranked.attributes["rulechef.pruned_run.id"] == link.attributes["rulechef.run.id"]
+    assert attrs(link)["rulechef.run.id"] == learned["reviews"].attributes["rulechef.run.id"]
+    assert ranked.attributes["rulechef.pruned_run.id"] == attrs(link)["rulechef.run.id"]
 
 
 # --- context -----------------------------------------------------------------
@@ -562,6 +595,7 @@ def test_explicit_tracer_provider(tmp_path, exporter):
     names = [s.name for s in private.get_finished_spans()]
     assert "rulechef.learn" in names
     (span,) = named(list(private.get_finished_spans()), "rulechef.learn")
+    assert span.instrumentation_scope is not None
     assert span.instrumentation_scope.name == otel.SCOPE
 
 
@@ -670,7 +704,7 @@ def test_record_trace_otel_switch_sends_the_run_as_spans(tmp_path, exporter):
     with record_trace(chef, write=False, otel=True) as recorder:
         chef.learn_rules(max_refinement_iterations=3)
     (run,) = named(list(exporter.get_finished_spans()), "rulechef.learn")
-    assert run.attributes["rulechef.run.id"] == recorder.last.run["id"]
+    assert run.attributes["rulechef.run.id"] == last_trace(recorder).run["id"]
     assert not recorder.attached
 
 

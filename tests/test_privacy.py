@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rulechef_trace import ALL_SIGNALS, record_trace
-from tests.scripted import ScriptedLLM, make_chef, target_class
+from tests.scripted import ScriptedLLM, last_trace, make_chef, target_class
 
 # Texts carry a marker so that a leak of the whole text is unmistakable.
 TEXT = st.text(
@@ -119,6 +119,6 @@ def test_names_an_llm_proposes_for_merges_that_never_happen_stay_out(tmp_path):
     )
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=2)
-    (mid, *_) = recorder.last.events_of("audit_applied")
+    (mid, *_) = last_trace(recorder).events_of("audit_applied")
     assert mid["reverted"] is True
     assert quote not in b"".join(p.read_bytes() for p in recorder.paths).decode()

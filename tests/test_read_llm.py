@@ -9,14 +9,14 @@ import pytest
 
 from rulechef_trace import Trace, record_trace, render_trace
 from rulechef_trace.report import render_html
-from tests.scripted import FIX_POS, NO_CONTENT, ScriptedLLM, make_chef, rule
+from tests.scripted import FIX_POS, NO_CONTENT, ScriptedLLM, last_trace, make_chef, rule
 
 
 def learn(tmp_path: Path, llm: ScriptedLLM, coordinator: str = "agentic", n: int = 2) -> Trace:
     chef = make_chef(tmp_path, llm, coordinator)
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=n)
-    return recorder.last
+    return last_trace(recorder)
 
 
 def test_the_header_sums_the_runs_calls_and_names_failures_by_type(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from rulechef_trace.trace import history_dir, trace_path
 from tests.conftest import story
 from tests.scripted import BREAK, DATA, FIX_ALL, FIX_POS, ScriptedLLM, audit_merge, make_chef
 
-RICH = {"patch": [BREAK, FIX_POS, FIX_ALL]}
+RICH: dict[str, Any] = {"patch": [BREAK, FIX_POS, FIX_ALL]}
 
 
 def rich_llm() -> ScriptedLLM:
@@ -362,8 +362,6 @@ def _fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     import os
     import stat
 
-    import rulechef_trace.recorder as recorder_module
-
     kinds: list[str] = []
     real = os.fsync
 
@@ -371,7 +369,7 @@ def _fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         kinds.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
         real(fd)
 
-    monkeypatch.setattr(recorder_module.os, "fsync", counted)
+    monkeypatch.setattr("rulechef_trace.recorder.os.fsync", counted)
     return kinds
 
 
@@ -406,12 +404,10 @@ def test_without_hard_links_each_name_gets_its_own_copy(tmp_path, monkeypatch):
     import errno
     import os
 
-    import rulechef_trace.recorder as recorder_module
-
     def no_links(*args: Any, **kwargs: Any) -> None:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(recorder_module.os, "link", no_links)
+    monkeypatch.setattr("rulechef_trace.recorder.os.link", no_links)
     chef = make_chef(tmp_path, ScriptedLLM())
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=1)

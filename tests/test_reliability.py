@@ -41,6 +41,7 @@ from tests.scripted import (
     ScriptedLLM,
     StopAfterCoordinator,
     audit_merge,
+    last_trace,
     make_chef,
 )
 from tests.test_zero_overhead_and_hooks import assert_rulechef_as_shipped
@@ -68,7 +69,9 @@ class Raising(StopAfterCoordinator):
 
     raised: BaseException | None = None
 
-    def guide_refinement(self, eval_result: Any, iteration: int, max_iterations: int) -> tuple:
+    def guide_refinement(
+        self, eval_result: Any, iteration: int, max_iterations: int
+    ) -> tuple[str, bool]:
         self.raised = ValueError("the coordinator's own bug")
         raise self.raised
 
@@ -101,8 +104,8 @@ def test_keyboard_interrupt_in_a_run_is_recorded_and_reraised(tmp_path):
     chef = make_chef(tmp_path, llm)
     with record_trace(chef) as recorder, pytest.raises(KeyboardInterrupt):
         chef.learn_rules(max_refinement_iterations=2)
-    assert recorder.last.status == "failed"
-    assert recorder.last.run["error"]["type"] == "KeyboardInterrupt"
+    assert last_trace(recorder).status == "failed"
+    assert last_trace(recorder).run["error"]["type"] == "KeyboardInterrupt"
 
 
 # --- 2. crash safety --------------------------------------------------------
@@ -261,13 +264,10 @@ def test_concurrent_writers_never_expose_a_partial_file(tmp_path):
 def test_unwritable_storage_warns_once_and_keeps_the_trace(
     tmp_path, monkeypatch, caplog, where, error
 ):
-    import rulechef_trace.recorder as recorder_module
-
     def fail(*args: Any, **kwargs: Any) -> Any:
         raise error
 
-    owner = recorder_module.os if where == "os.fsync" else recorder_module
-    monkeypatch.setattr(owner, where.split(".")[-1], fail)
+    monkeypatch.setattr(f"rulechef_trace.recorder.{where}", fail)
     expected = make_chef(tmp_path / "a", rich_llm(), "agentic").learn_rules()
     chef = make_chef(tmp_path / "b", rich_llm(), "agentic")
     with caplog.at_level(logging.WARNING, logger="rulechef_trace"), record_trace(chef) as recorder:
@@ -319,8 +319,8 @@ def test_recorders_on_two_chefs_and_two_on_one_chef_get_each_event_once(tmp_path
     for key in events:
         assert len(events[key]) == len(set(events[key])), f"{key} got an event twice"
     assert events["a1"] == events["a2"]
-    assert {run for run, _ in events["a1"]} == {ra.last.run["id"]}
-    assert {run for run, _ in events["b"]} == {rb.last.run["id"]}
+    assert {run for run, _ in events["a1"]} == {last_trace(ra).run["id"]}
+    assert {run for run, _ in events["b"]} == {last_trace(rb).run["id"]}
     assert ra.last == ra_inner.last and len(ra.traces) == 1 and len(rb.traces) == 1
     for sig in ALL_SIGNALS:
         for r in receivers.values():
@@ -468,7 +468,7 @@ def test_missing_or_changed_rulechef_methods_warn_once_and_the_rest_is_traced(
     assert "RuleChef.rank_rules" in warnings[0]
     assert "patch_decided" in warnings[0] and "rank_rules(prune=True) traces" in warnings[0]
     for recorder in (first, second):
-        trace = recorder.last
+        trace = last_trace(recorder)
         assert validate(trace) == []
         assert "synthesized" in story(trace) and "refined" in story(trace)
         assert [p["outcome"] for p in trace.events_of("patch_decided")] == []
@@ -499,8 +499,8 @@ def test_a_muted_signal_delivers_nothing(tmp_path):
     chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK]))
     with record_trace(chef, write=False) as recorder, patch_decided.muted():
         chef.learn_rules(max_refinement_iterations=1)
-    assert recorder.last.events_of("patch_decided") == []
-    assert recorder.last.events[-1]["seq"] == len(recorder.last.events) + 1
+    assert last_trace(recorder).events_of("patch_decided") == []
+    assert last_trace(recorder).events[-1]["seq"] == len(last_trace(recorder).events) + 1
 
 
 def test_a_patch_laid_over_a_hook_survives_uninstall_and_is_never_nested(tmp_path, caplog):
@@ -515,15 +515,20 @@ def test_a_patch_laid_over_a_hook_survives_uninstall_and_is_never_nested(tmp_pat
         calls.append(1)
         return ours(self, *args, **kwargs)
 
-    RuleLearner._log_patch_decision = spy  # another library patches over us
+    # another library patches over us (assigning a method is the point here)
+    RuleLearner._log_patch_decision = spy  # type: ignore[method-assign]
     with caplog.at_level(logging.WARNING, logger="rulechef_trace"):
         recorder.detach()
     assert RuleLearner.__dict__["_log_patch_decision"] is spy
     assert any("patched again" in r.getMessage() for r in caplog.records)
-    RuleLearner._log_patch_decision = ours  # that library undoes its patch: a stale wrapper
+    # that library undoes its patch: a stale wrapper
+    RuleLearner._log_patch_decision = ours  # type: ignore[method-assign]
     with record_trace(chef, write=False) as again:
         chef.learn_rules(max_refinement_iterations=3)
-    assert [p["outcome"] for p in again.last.events_of("patch_decided")] == ["rejected", "accepted"]
+    assert [p["outcome"] for p in last_trace(again).events_of("patch_decided")] == [
+        "rejected",
+        "accepted",
+    ]
     assert RuleLearner.__dict__["_log_patch_decision"] is ours.__wrapped__
     assert not hasattr(RuleLearner.__dict__["_log_patch_decision"], "__wrapped__")
 
@@ -532,11 +537,12 @@ def test_a_coordinator_method_that_cannot_be_wrapped_leaves_no_wrapper(tmp_path)
     import operator
 
     coordinator = StopAfterCoordinator()
-    coordinator.critique_rules = operator.itemgetter(0)  # no signature to inspect
+    # a callable with no signature to inspect, where a method is expected: the point here
+    coordinator.critique_rules = operator.itemgetter(0)  # type: ignore[method-assign, assignment]
     chef = make_chef(tmp_path, ScriptedLLM(patch=[BREAK]), coordinator)
     with record_trace(chef, write=False) as recorder:
         chef.learn_rules(max_refinement_iterations=1)
-    assert recorder.last.run["stats"]["hook_errors"] == 1
+    assert last_trace(recorder).run["stats"]["hook_errors"] == 1
     assert "guide_refinement" not in vars(coordinator) and "audit_rules" not in vars(coordinator)
 
 
@@ -579,17 +585,19 @@ def test_a_foreign_wrapper_made_with_functools_wraps_never_doubles_events(tmp_pa
     def foreign(self: Any, *args: Any, **kwargs: Any) -> Any:
         return ours(self, *args, **kwargs)
 
-    RuleLearner.synthesize_patch_ruleset = foreign
+    # a foreign library patches over our wrapper: the point of the test
+    RuleLearner.synthesize_patch_ruleset = foreign  # type: ignore[method-assign]
     try:
         first.detach()
         assert RuleLearner.__dict__["synthesize_patch_ruleset"] is foreign
         with record_trace(chef, write=False) as again:
             chef.learn_rules(max_refinement_iterations=3)
-        outcomes = [p["outcome"] for p in again.last.events_of("patch_decided")]
+        outcomes = [p["outcome"] for p in last_trace(again).events_of("patch_decided")]
         assert outcomes == ["rejected", "accepted"]
         assert RuleLearner.__dict__["synthesize_patch_ruleset"] is foreign
     finally:
-        RuleLearner.synthesize_patch_ruleset = ours.__wrapped__
+        # put back our wrapper as the foreign library found it
+        RuleLearner.synthesize_patch_ruleset = ours.__wrapped__  # type: ignore[method-assign]
 
 
 def test_an_unhashable_weak_receiver_takes_the_hooks_with_it_when_collected():

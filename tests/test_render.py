@@ -10,7 +10,7 @@ import pytest
 from rulechef_trace import Trace, build_trace, print_trace, record_trace, render_trace
 from rulechef_trace.report import diff, lineage, render_diff, render_html, render_lineage
 from rulechef_trace.report.numbers import pct
-from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, audit_merge, make_chef
+from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, audit_merge, last_trace, make_chef
 from tests.trace_factory import Traces, make_traces, merge_dag_trace
 
 
@@ -49,7 +49,7 @@ def test_render_of_a_failed_run_shows_the_error(tmp_path):
     chef = make_chef(tmp_path, ScriptedLLM())
     with record_trace(chef, write=False) as recorder:
         chef.learn_rules(min_examples=99)
-    text = render_trace(recorder.last)
+    text = render_trace(last_trace(recorder))
     assert "not_enough_data" in text and "Final: 0 rules" in text
 
 
@@ -74,6 +74,7 @@ def test_every_audit_and_the_end_show_their_f1(traces: Traces) -> None:
         if event["actions"] and not event["reverted"]:
             move = f"F1 {pct(event['metrics_before']['f1'])} → {pct(event['metrics_after']['f1'])}"
             assert move in text
+    assert trace.final_metrics is not None
     final = pct(trace.final_metrics["f1"])
     assert f"finalized: completed, {len(trace.final_rules)} rules, F1 {final}" in text
     assert f"Final: {len(trace.final_rules)} rules   F1 {final}" in text

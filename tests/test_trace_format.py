@@ -59,6 +59,7 @@ def test_loaded_trace_is_the_v1_json(trace_file):
     assert [e["seq"] for e in trace.events] == list(range(1, len(trace.events) + 1))
     assert trace.events[-1]["type"] == "finalized"
     assert all(isinstance(e["t"], float) for e in trace.events)
+    assert trace.final_metrics is not None
     assert trace.final_metrics["f1"] == 1.0
 
 

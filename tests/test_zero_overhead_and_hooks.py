@@ -15,7 +15,7 @@ from rulechef_trace import patch_decided, record_trace, run_started, synthesized
 from rulechef_trace._capture import install as capture
 from rulechef_trace._capture.rulechef02 import refine as capture_refine
 from rulechef_trace._capture.rulechef02.hooks import HOOKS
-from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, make_chef
+from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, last_trace, make_chef
 
 ORIGINALS = {
     (cls, name): cls.__dict__[name]
@@ -168,7 +168,7 @@ def test_a_raising_receiver_never_breaks_the_run(tmp_path, caplog):
     assert [r.name for r in result[0]] == [r.name for r in expected[0]]
     assert result[1].micro_f1 == expected[1].micro_f1
     assert after == ["rejected", "accepted"]
-    assert rec.last.run["stats"]["receiver_errors"] == 2
+    assert last_trace(rec).run["stats"]["receiver_errors"] == 2
     assert sum("receiver bug" in r.exc_text for r in caplog.records if r.exc_text) == 2
 
 
@@ -204,7 +204,7 @@ def test_a_failing_hook_is_logged_and_the_run_goes_on(tmp_path, monkeypatch, cap
     with caplog.at_level(logging.ERROR, logger="rulechef_trace"), record_trace(chef) as rec:
         result = chef.learn_rules(max_refinement_iterations=3)
     assert [r.name for r in result[0]] == [r.name for r in expected[0]]
-    assert rec.last.run["stats"]["hook_errors"] == 2
+    assert last_trace(rec).run["stats"]["hook_errors"] == 2
     assert any("hook patch_decided failed" in r.getMessage() for r in caplog.records)
     with record_trace(chef, strict=True), pytest.raises(ZeroDivisionError):
         make_chef(tmp_path / "c", ScriptedLLM(patch=[BREAK])).learn_rules(

@@ -87,11 +87,16 @@ class Ledger:
     def __init__(self) -> None:
         self.owners: list[str | None] = [None]
         self.labels: list[str] = [""]
-        self.wall: collections.Counter[tuple[str | None, str]] = collections.Counter()
-        self.cpu: collections.Counter[tuple[str | None, str]] = collections.Counter()
+        # Seconds are floats, which typeshed's Counter (int counts) does not allow.
+        self.wall: collections.defaultdict[tuple[str | None, str], float] = collections.defaultdict(
+            float
+        )
+        self.cpu: collections.defaultdict[tuple[str | None, str], float] = collections.defaultdict(
+            float
+        )
         self.calls: collections.Counter[tuple[str | None, str]] = collections.Counter()
-        self.gc_wall: collections.Counter[str | None] = collections.Counter()
-        self.gc_cpu: collections.Counter[str | None] = collections.Counter()
+        self.gc_wall: collections.defaultdict[str | None, float] = collections.defaultdict(float)
+        self.gc_cpu: collections.defaultdict[str | None, float] = collections.defaultdict(float)
         self.crossings = 0
         self.busy = False
         self._gc_start = (0.0, 0.0)
@@ -160,7 +165,7 @@ class Ledger:
     def summary(self) -> dict[str, Any]:
         """Package wall and CPU seconds and calls by label; host seconds; collections."""
 
-        def ours(counter: collections.Counter[tuple[str | None, str]]) -> dict[str, float]:
+        def ours(counter: dict[tuple[str | None, str], float]) -> dict[str, float]:
             return {lab: s for (o, lab), s in counter.items() if o == PACKAGE}
 
         wall, cpu = ours(self.wall), ours(self.cpu)
@@ -317,7 +322,9 @@ class Accounting:
 
     # -- package code reached by other ways than the class attributes ----------------------
 
-    def _callbacks(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple, dict]:
+    def _callbacks(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Package functions passed into rulechef, wrapped as package frames."""
         if any(map(self.is_package_function, args)):
             args = tuple(self._as_package(a, "callback") for a in args)

@@ -50,7 +50,7 @@ def profile_package(
         return path.is_relative_to(package_root) and not path.is_relative_to(demo)
 
     rows = []
-    for (file, _, name), (_, calls, own, _, callers) in pstats.Stats(profiler).stats.items():
+    for (file, _, name), (_, calls, own, _, callers) in pstats.Stats(profiler).stats.items():  # type: ignore[attr-defined]
         if not ours(file):
             continue
         if callers:  # the stand-in calls the prompt markers too: its calls do not count

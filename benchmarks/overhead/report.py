@@ -95,8 +95,8 @@ def writes(run: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
 def leak_bound_ms(own: dict[str, Any], calibration: dict[str, float]) -> float:
     """Upper bound of the CPU time the shims add to the package's figure in one run."""
     parts = set(own["parts"])
-    part_calls = sum(n for lab, n in own["calls"].items() if lab in parts)
-    hook_calls = sum(n for lab, n in own["calls"].items() if lab not in parts)
+    part_calls: int = sum(n for lab, n in own["calls"].items() if lab in parts)
+    hook_calls: int = sum(n for lab, n in own["calls"].items() if lab not in parts)
     per_hook, per_part = calibration["per_hook_cpu_us"], calibration["per_part_cpu_us"]
     return (hook_calls * per_hook + part_calls * per_part) / 1e3
 

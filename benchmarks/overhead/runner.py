@@ -119,7 +119,7 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("rulechef", "blinker", "orjson", "rulechef-trace"):
         try:
             versions[name] = metadata.version(name)
@@ -199,7 +199,7 @@ def run_benchmark(options: Options) -> dict[str, Any]:
 
 
 def measure_size(
-    pool: dict[str, WorkerProcess], size: int, reps: int, account_reps: int, request: dict
+    pool: dict[str, WorkerProcess], size: int, reps: int, account_reps: int, request: dict[str, Any]
 ) -> dict[str, Any]:
     """Warm up, run the rotating rounds, then the un-timed measurements of one size."""
     progress(f"size {size}: warm-up")

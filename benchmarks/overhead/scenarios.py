@@ -245,7 +245,9 @@ def trace_modules_loaded() -> list[str]:
     )
 
 
-def build_chef(standin: ModuleType, examples: Sequence[Example], root: Path) -> tuple[Any, list]:
+def build_chef(
+    standin: ModuleType, examples: Sequence[Example], root: Path
+) -> tuple[Any, list[Any]]:
     """A fresh RuleChef with two stand-ins (learner, coordinator), examples added.
 
     Args:
