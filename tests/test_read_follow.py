@@ -17,10 +17,15 @@ from tests.scripted import FIX_POS, ScriptedLLM, make_chef
 
 
 class SlowLLM(ScriptedLLM):
-    """A scripted LLM that takes 0.5 s per call, like a quick real endpoint."""
+    """A scripted LLM that takes 0.5 s per call (1 s per patch), like a quick real endpoint.
+
+    The slower patch keeps the run going for a second after synthesis, so a
+    follower on a busy machine has time to show synthesis before the end.
+    """
 
     def create(self, **kwargs: Any) -> Any:
-        time.sleep(0.5)
+        patch = "You are updating an existing rule-based extractor" in str(kwargs["messages"])
+        time.sleep(1.0 if patch else 0.5)
         return super().create(**kwargs)
 
 
@@ -71,7 +76,7 @@ def test_follow_started_before_a_streamed_run_prints_steps_while_it_goes(tmp_pat
     ended = time.monotonic()
     thread.join(10)
     assert status == [0]
-    assert time.monotonic() - ended < 3
+    assert time.monotonic() - ended < 5
     assert ended_early == [False], "the follower ended before the run did"
     assert "synthesized" in seen_mid_run[0]
     assert "finalized" not in seen_mid_run[0]
