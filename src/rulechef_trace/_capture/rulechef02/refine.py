@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,8 @@ from rulechef_trace._capture.state import (
     remember,
 )
 
+logger = logging.getLogger("rulechef_trace")
+
 
 def refine_in_run(
     state: RunState,
@@ -49,9 +52,35 @@ def refine_in_run(
     state.max_iterations = bound.arguments.get("max_iterations") or 0
     state.iteration = 0
     state.stop_hint = None
+    holdout = _holdout(bound.arguments)
     result = original(*bound.args, **bound.kwargs)
-    guard(state, "refined", _after_refine, state, result)
+    guard(state, "refined", _after_refine, state, result, holdout)
     return result
+
+
+def _holdout(arguments: dict[str, Any]) -> dict[str, Any] | None:
+    """The dev holdout asked for and whether rulechef made it (None when none was asked).
+
+    rulechef skips the split, and refines on the training data only, when the
+    dev set would be too small; it says so only in a print. Its split is
+    deterministic (seeded, the dataset unchanged), so doing it once more
+    gives the very sizes rulechef used.
+    """
+    fraction = arguments.get("holdout_fraction") or 0.0
+    if not isinstance(fraction, (int, float)) or fraction <= 0:
+        return None
+    from rulechef.splitting import split_dataset
+
+    try:
+        _, dev = split_dataset(arguments["dataset"], fraction, seed=arguments.get("split_seed", 42))
+    except Exception:  # never let a check of ours break the user's run
+        logger.debug("rulechef_trace: holdout check failed", exc_info=True)
+        return {"fraction": fraction, "used": None, "dev_examples": None}
+    return {
+        "fraction": fraction,
+        "used": dev is not None,
+        "dev_examples": len(dev.examples) if dev is not None else 0,
+    }
 
 
 def _iteration_callback(
@@ -83,7 +112,7 @@ def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval
     )
 
 
-def _after_refine(state: RunState, result: Any) -> None:
+def _after_refine(state: RunState, result: Any, holdout: dict[str, Any] | None) -> None:
     best_rules, best_eval = result
     remember(state, best_rules)
     best_ids = rule_ids(best_rules)
@@ -105,6 +134,7 @@ def _after_refine(state: RunState, result: Any) -> None:
             "kept_seq": kept_seq,
             "kept_iteration": kept_iteration,
             "kept_earlier": set(best_ids) != set(state.working),
+            "holdout": holdout,
             "metrics": fold_metrics(metrics_of(best_eval), known_classes(state, state.chef)),
         },
     )
