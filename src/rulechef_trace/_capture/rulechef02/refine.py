@@ -100,6 +100,8 @@ def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval
     # rulechef stops right after this callback when exact match reaches 0.90;
     # the guidance and patch hooks clear this hint when the loop went on.
     state.stop_hint = "target_reached" if select_eval.exact_match >= 0.90 else None
+    metrics = fold_metrics(metrics_of(select_eval), known_classes(state, state.chef))
+    state.measured[frozenset(rule_ids(rules))] = (iteration, metrics)
     emit(
         state,
         sig.iteration_evaluated,
@@ -107,7 +109,7 @@ def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval
             "iteration": iteration,
             "max_iterations": state.max_iterations,
             "rule_count": len(rules),
-            "metrics": fold_metrics(metrics_of(select_eval), known_classes(state, state.chef)),
+            "metrics": metrics,
         },
     )
 
@@ -136,8 +138,23 @@ def _after_refine(state: RunState, result: Any, holdout: dict[str, Any] | None) 
             "kept_earlier": set(best_ids) != set(state.working),
             "holdout": holdout,
             "metrics": fold_metrics(metrics_of(best_eval), known_classes(state, state.chef)),
+            "kept_measured": _kept_measured(state, best_ids, best_eval),
         },
     )
+
+
+def _kept_measured(state: RunState, ids: list[str], best_eval: Any) -> dict[str, Any] | None:
+    """The kept rules' metrics as an iteration measured them, when rulechef returned none.
+
+    rulechef keeps the rules of the best micro F1 and starts from 0: when no
+    iteration beats F1 0 (a transformation without list outputs, say) it
+    returns an empty ``EvalResult`` (0 documents) although the iterations
+    measured the kept rules, exact match included.
+    """
+    if getattr(best_eval, "total_docs", 0):
+        return None
+    found = state.measured.get(frozenset(ids))
+    return None if found is None else {"iteration": found[0], "metrics": found[1]}
 
 
 def _snapshot_of(state: RunState, ids: frozenset[str]) -> tuple[int | None, int | None]:
