@@ -62,8 +62,7 @@ def _summary(report: RuleReport, folder: bool) -> list[str]:
     lines = [
         f"{weak} weak (precision under {LOW_PRECISION:.0%} or support under {LOW_SUPPORT}),"
         f" {idle} idle (support 0: matched nothing when rulechef validated it)",
-        "prec/supp: rulechef's validated_precision/_support, measured at the end of"
-        " refinement.",
+        "prec/supp: rulechef's validated_precision/_support, measured at the end of refinement.",
     ]
     applied = [c for c in report.rules if c.applied]
     if applied:
