@@ -214,7 +214,7 @@ def _final_names(trace: Trace) -> dict[str, str]:
 
 
 def _with_history(report: RuleReport, traces: Sequence[Trace]) -> RuleReport:
-    finals = [set(_final_names(t).values()) for t in traces]
+    finals = [set(t.final_rules) for t in traces]
     churn: dict[str, int] = {}
     previous: dict[str, str] = {}
     for t in traces:
