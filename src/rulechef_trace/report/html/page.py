@@ -218,26 +218,29 @@ def _rule_card_section(report: RuleReport) -> list[str]:
     if not report.rules:
         return []
     folder = report.churn is not None
+    # Columns of class "opt" give way on a phone; rule, precision, support and flags stay.
     head = (
-        '<th>label</th><th>rule</th><th>format</th><th class="num">priority</th>'
-        '<th class="num">precision</th><th class="num">support</th>'
-        + ('<th class="num">runs</th><th class="num">replaced</th>' if folder else "")
+        '<th class="opt">label</th><th>rule</th><th class="opt">format</th>'
+        '<th class="num opt">priority</th><th class="num">precision</th>'
+        '<th class="num">support</th>'
+        + ('<th class="num opt">runs</th><th class="num opt">replaced</th>' if folder else "")
         + "<th>flags</th>"
     )
     rows = []
     for c in report.rules:
-        cells = [_or_dash(c.priority), pct(c.precision), _or_dash(c.support)]
-        cells += [str(c.runs), str(c.replaced)] if folder else []
+        cells = [("opt", _or_dash(c.priority)), ("", pct(c.precision)), ("", _or_dash(c.support))]
+        cells += [("opt", str(c.runs)), ("opt", str(c.replaced))] if folder else []
         rows.append(
-            f"<tr><td>{_name(c.label)}</td><td>{_name(c.name)}</td><td>{_e(_or_dash(c.format))}</td>"
-            + "".join(f'<td class="num">{_e(v)}</td>' for v in cells)
+            f'<tr><td class="opt">{_name(c.label)}</td><td>{_name(c.name)}</td>'
+            f'<td class="opt">{_e(_or_dash(c.format))}</td>'
+            + "".join(f'<td class="num {css}">{_e(v)}</td>' for css, v in cells)
             + f"<td>{''.join(_badge(f, 'weak') for f in c.flags)}</td></tr>"
         )
     note = (
-        f'<p class="meta"><span>weak: precision under {LOW_PRECISION:.0%} or support under '
-        f"{LOW_SUPPORT}; idle: support 0 (matched nothing when rulechef validated it)</span></p>"
+        f'<p class="muted">weak: precision under {LOW_PRECISION:.0%} or support under '
+        f"{LOW_SUPPORT}; idle: support 0 (matched nothing when rulechef validated it)</p>"
     )
-    return ["<h2>Rule report card</h2>" + _table("narrow", head, rows) + note]
+    return ["<h2>Rule report card</h2>" + _table("narrow cards-of-rules", head, rows) + note]
 
 
 def _finished(trace: Trace) -> bool:
