@@ -382,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(verbs)
     _add_html(verbs)
     _add_run(verbs)
+    _add_rules(verbs)
     return parser
 
 
@@ -551,6 +552,25 @@ def _add_html(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     sub.add_argument("source", metavar="PATH", help="a trace file, or a storage folder")
     sub.add_argument("-o", "--output", metavar="FILE", help="the HTML file to write")
+    _add_max_bytes(sub)
+
+
+def _add_rules(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from rulechef_trace.report.rules import load_rule_report
+    from rulechef_trace.report.rules_text import render_rule_reports
+
+    def handler(args: argparse.Namespace) -> int:
+        reports = load_rule_report(args.path)
+        if args.json:
+            print(orjson.dumps([r.to_dict() for r in reports], option=orjson.OPT_INDENT_2).decode())
+        else:
+            _out(render_rule_reports(reports))
+        return EXIT_OK
+
+    sub = _verb(verbs, "rules", "each final rule's report card: quality, weak, idle", handler)
+    sub.epilog = f"example: rulechef-trace rules rulechef_data/\n{_STATUSES}"
+    sub.add_argument("path", metavar="PATH", help="a trace file, or a storage folder")
+    sub.add_argument("--json", action="store_true", help="the report cards as JSON")
     _add_max_bytes(sub)
 
 

@@ -58,6 +58,8 @@ class RunState:
     pending_audit: Any = None
     phase_evals: list[dict[str, Any] | None] = field(default_factory=list)
     snapshots: list[tuple[frozenset[str], int, int]] = field(default_factory=list)
+    #: Rule ids -> (iteration, metrics) of the refinement iteration that last measured them.
+    measured: dict[frozenset[str], tuple[int, dict[str, Any] | None]] = field(default_factory=dict)
     hook_errors: int = 0
     receiver_errors: int = 0
     result: Any = None

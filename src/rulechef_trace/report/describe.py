@@ -16,6 +16,7 @@ from typing import Any
 
 from rulechef_trace.report.llm import failure_text, step_llm
 from rulechef_trace.report.numbers import number, pct, points, whole
+from rulechef_trace.report.task_metrics import TRANSFORMATION, headline, task_type
 from rulechef_trace.trace import Trace
 
 __all__ = ["DESCRIBERS", "Line", "Name", "Part", "Row", "Step", "describe", "story"]
@@ -109,13 +110,34 @@ def change(event: Mapping[str, Any]) -> str:
     return f"+{len(_ids(event.get('added')))} −{len(_ids(event.get('removed')))}"
 
 
-def metrics_move(before: Any, after: Any) -> str:
-    """``F1 a → b, P c → d`` between two metric dicts."""
+def metrics_move(before: Any, after: Any, kind: str = "") -> str:
+    """``F1 a → b, P c → d`` between two metric dicts (rulechef decides patches on these).
+
+    For a transformation, exact match ``a → b`` comes first: it is the
+    figure rulechef prints for that task.
+    """
     before, after = _mapping(before), _mapping(after)
-    return (
+    move = (
         f"F1 {pct(before.get('f1'))} → {pct(after.get('f1'))}, "
         f"P {pct(before.get('precision'))} → {pct(after.get('precision'))}"
     )
+    if kind == TRANSFORMATION:
+        exact = f"exact {pct(before.get('exact_match'))} → {pct(after.get('exact_match'))}"
+        return f"{exact}; {move}"
+    return move
+
+
+def _kind(t: Trace) -> str:
+    return task_type(t.run)
+
+
+def kept_metrics(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A refined event's metrics, or, when rulechef returned its empty result, the kept rules'."""
+    m = _mapping(event.get("metrics"))
+    measured = _mapping(event.get("kept_measured"))
+    if not whole(m.get("docs")) and measured.get("metrics"):
+        return _mapping(measured.get("metrics"))
+    return m
 
 
 def _merge_notes(t: Trace, e: Mapping[str, Any]) -> list[Line]:
@@ -171,6 +193,16 @@ def _synthesized(t: Trace, e: Mapping[str, Any]) -> Step:
         f"{_count(data.get('examples'))} examples{extra}; {change(e)}"
     )
     lines: list[Line] = [(head,), *_merge_notes(t, e)]
+    fix = _mapping(e.get("failures"))
+    if whole(fix.get("count")):
+        synthetic = whole(fix.get("synthetic")) or 0
+        told = f"patched against {_count(fix.get('count'))} failures"
+        if synthetic:
+            told += (
+                f" ({synthetic} synthetic: rulechef found none and sent training examples"
+                " with the feedback)"
+            )
+        lines.append((told,))
     if e.get("llm_error"):
         lines.append((f"every synthesis call FAILED: {failure_text(e.get('llm_error'))}",))
     failed = [str(label) for label in e.get("failed_labels") or () if label is not None]
@@ -187,7 +219,7 @@ def _iteration(t: Trace, e: Mapping[str, Any]) -> Step:
     failures = whole(m.get("failures"))
     head = (
         f"iteration {_count(e.get('iteration'))}/{_count(e.get('max_iterations'))}: "
-        f"F1 {pct(m.get('f1'))} P {pct(m.get('precision'))} R {pct(m.get('recall'))}"
+        f"{headline(_kind(t), m)}"
     )
     return Step(((head + (f", {failures} failures" if failures is not None else ""),),))
 
@@ -237,9 +269,8 @@ def _patch(t: Trace, e: Mapping[str, Any]) -> Step:
         )
         return Step(_with_llm([(f"{head}: {said}{to_fix}",)], {**e, "dropped": 0}), "empty")
     where = " on dev" if e.get("on_dev") else ""
-    lines: list[Line] = [
-        (f"{head}{where}: {metrics_move(e.get('metrics_before'), e.get('metrics_after'))}",)
-    ]
+    move = metrics_move(e.get("metrics_before"), e.get("metrics_after"), _kind(t))
+    lines: list[Line] = [(f"{head}{where}: {move}",)]
     if outcome == "accepted":
         added = names(t, e.get("added"))
         lines.append((f"{change(e)}: added ", *added) if added else (change(e),))
@@ -274,6 +305,11 @@ def _audit_action(t: Trace, action: Mapping[str, Any]) -> Line:
 def _audit(t: Trace, e: Mapping[str, Any]) -> Step:
     head = f"audit ({'mid-refinement' if e.get('stage') == 'mid_refinement' else 'final'})"
     actions, skipped = _mappings(e.get("actions")), _mappings(e.get("skipped"))
+    if e.get("audited") is False or (
+        "audited" not in e and not actions and not skipped and not _audit_calls(e)
+    ):
+        # The coordinator did not audit (SimpleCoordinator never does): nothing to tell.
+        return Step()
     if e.get("llm_error") and not actions:
         why = failure_text(e.get("llm_error"))
         return Step(((f"{head}: the LLM call FAILED ({why}); no action applied",),))
@@ -284,7 +320,7 @@ def _audit(t: Trace, e: Mapping[str, Any]) -> Step:
         number(_mapping(e.get(key)).get("f1")) is not None
         for key in ("metrics_before", "metrics_after")
     )
-    move = metrics_move(e.get("metrics_before"), e.get("metrics_after"))
+    move = metrics_move(e.get("metrics_before"), e.get("metrics_after"), _kind(t))
     if measured and not e.get("reverted"):
         lines.append((move,))
     lines += [_audit_action(t, a) for a in actions]
@@ -298,6 +334,11 @@ def _audit(t: Trace, e: Mapping[str, Any]) -> Step:
     return Step(_with_llm(lines, e))
 
 
+def _audit_calls(e: Mapping[str, Any]) -> int:
+    # Traces written before ``audited`` existed: an audit with no call proposed nothing.
+    return whole(_mapping(e.get("llm")).get("calls")) or 0
+
+
 def _pruned(t: Trace, e: Mapping[str, Any]) -> Step:
     reason = _text(e.get("reason")).replace("_", " ")
     removed = _ids(e.get("removed"))
@@ -309,29 +350,59 @@ def _pruned(t: Trace, e: Mapping[str, Any]) -> Step:
 
 
 def _refined(t: Trace, e: Mapping[str, Any]) -> Step:
-    m = _mapping(e.get("metrics"))
+    kind = _kind(t)
+    m = kept_metrics(e)
     reason = _text(e.get("stop_reason")).replace("_", " ")
+    best = headline(kind, m) if kind == TRANSFORMATION else f"best F1 {pct(m.get('f1'))}"
     head = (
         f"refined: {reason} at iteration {_count(e.get('iterations'))}/"
-        f"{_count(e.get('max_iterations'))}, best F1 {pct(m.get('f1'))}"
+        f"{_count(e.get('max_iterations'))}, {best}"
     )
+    notes: list[Line] = [(note,)] if (note := _holdout_note(e)) else []
     if not e.get("kept_earlier"):
-        return Step(((head,),))
+        return Step(((head,), *notes))
     kept = e.get("kept_iteration")
     source = "synthesis" if kept == 0 else f"iteration {_count(kept)}"
     kept_line = (
         f"kept the earlier rules of step #{_count(e.get('kept_seq'))} ({source})  {change(e)}"
     )
-    return Step(((head,), (kept_line,)))
+    return Step(((head,), (kept_line,), *notes))
+
+
+def _holdout_note(e: Mapping[str, Any]) -> str:
+    holdout = _mapping(e.get("holdout"))
+    fraction = number(holdout.get("fraction"))
+    if fraction is None:
+        return ""
+    if holdout.get("used") is False:
+        return (
+            f"holdout of {fraction:.0%} SKIPPED by rulechef (dev set too small):"
+            " refined and measured on the training data"
+        )
+    if holdout.get("used"):
+        return f"measured on a dev holdout of {_count(holdout.get('dev_examples'))} examples"
+    return ""
 
 
 def _finalized(t: Trace, e: Mapping[str, Any]) -> Step:
     error = _mapping(e.get("error"))
     suffix = f": {_text(error.get('type'))}: {_text(error.get('message'), '')}" if error else ""
-    f1 = _mapping(e.get("metrics")).get("f1")
-    score = f", F1 {pct(f1)}" if f1 is not None else ""
+    m = _final_metrics(t, e)
+    kind = _kind(t)
+    score = ""
+    if m.get("f1") is not None or m.get("exact_match") is not None:
+        score = f", {headline(kind, m)}" if kind == TRANSFORMATION else f", F1 {pct(m.get('f1'))}"
     rules = len(_ids(e.get("rules")))
     return Step(((f"finalized: {_text(e.get('status'))}, {rules} rules{score}{suffix}",),))
+
+
+def _final_metrics(t: Trace, e: Mapping[str, Any]) -> Mapping[str, Any]:
+    m = _mapping(e.get("metrics"))
+    if m and not whole(m.get("docs")):
+        refined = t.events_of("refined")
+        if refined:
+            return kept_metrics(refined[-1])
+    return m
 
 
 Describer = Callable[[Trace, Mapping[str, Any]], Step]

@@ -17,7 +17,10 @@ from typing import IO, Any
 from rulechef_trace._text import clean, shorten
 from rulechef_trace.report.describe import ODD, Line, Name, describe, story
 from rulechef_trace.report.llm import calls_line
-from rulechef_trace.report.numbers import DASH, known, number, pct, seconds
+from rulechef_trace.report.numbers import DASH, known, number, pct, seconds, whole
+from rulechef_trace.report.rules import extremes, rule_report
+from rulechef_trace.report.rules_text import card_brief
+from rulechef_trace.report.task_metrics import breakdown_title, headline, task_type
 from rulechef_trace.trace import Trace, load_trace
 
 __all__ = [
@@ -95,8 +98,8 @@ def header_lines(trace: Trace) -> list[str]:
     ]
 
 
-def _metric_lines(metrics: Mapping[str, Any]) -> list[str]:
-    lines = []
+def _metric_lines(metrics: Mapping[str, Any], kind: str) -> list[str]:
+    lines = [f"    {breakdown_title(kind)}:"] if metrics.get("per_class") else []
     for cm in metrics.get("per_class") or []:
         if isinstance(cm, Mapping):
             lines.append(
@@ -119,21 +122,45 @@ def footer_lines(trace: Trace) -> list[str]:
             "  Not finished: no finalized event (still running, or stopped before its end).",
             f"  Rules so far: {len(rules)}",
         ]
+    metrics = _kept(trace, metrics)
+    kind = task_type(trace.run)
     if metrics:
-        lines[-1] += (
-            f"   F1 {pct(metrics.get('f1'))}  P {pct(metrics.get('precision'))}  "
-            f"R {pct(metrics.get('recall'))}  exact {pct(metrics.get('exact_match'))}"
-        )
-        lines += _metric_lines(metrics)
+        lines[-1] += f"   {headline(kind, metrics)}"
+        lines += _metric_lines(metrics, kind)
     for rule in rules:
         lines.append(
             f"    - {shorten(str(rule.get('name')), 40):<40} {clean(known(rule.get('id')))}"
         )
+    lines += _extreme_lines(trace)
     error = trace.run.get("error")
     if isinstance(error, Mapping):
         lines.append(f"  Error: {clean(error.get('type'))}: {clean(error.get('message'))}")
     lines.append(_RULE)
     return lines
+
+
+def _kept(trace: Trace, metrics: Mapping[str, Any]) -> Mapping[str, Any]:
+    # rulechef's empty EvalResult (0 documents): the kept rules' iteration metrics instead.
+    if metrics and not whole(metrics.get("docs")):
+        for event in reversed(trace.events_of("refined")):
+            measured = event.get("kept_measured")
+            if isinstance(measured, Mapping) and isinstance(measured.get("metrics"), Mapping):
+                found: Mapping[str, Any] = measured["metrics"]
+                return found
+    return metrics
+
+
+def _extreme_lines(trace: Trace) -> list[str]:
+    strongest, weakest = extremes(rule_report(trace))
+    if not strongest:
+        return []
+    return [
+        "  Strongest (validated precision, then support):",
+        *(f"    + {card_brief(c)}" for c in strongest),
+        "  Weakest:",
+        *(f"    - {card_brief(c)}" for c in weakest),
+        "  (rulechef-trace rules PATH: every rule's report card)",
+    ]
 
 
 def render_trace(trace: Trace | Mapping[str, Any]) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 from rulechef_trace import signals as sig
 from rulechef_trace._capture.rulechef02.facts import explain_audit, rule_ids, short_metrics
-from rulechef_trace._capture.rulechef02.llm_steps import llm_fields
+from rulechef_trace._capture.rulechef02.llm_steps import llm_fields, step_calls
 from rulechef_trace._capture.state import RunState, emit_change, remember
 from rulechef_trace._capture.wrappers import After, Before
 
@@ -47,6 +47,9 @@ def _emit_audit(
     state.phase_evals = []
     fields: dict[str, Any] = {
         "stage": stage,
+        # A coordinator that proposes nothing without asking the LLM did not
+        # audit (SimpleCoordinator never does): readers tell no audit then.
+        "audited": bool(actions) or bool(step_calls(state, "audit")),
         "iteration": state.iteration if stage == "mid_refinement" else None,
         "proposed": len(actions),
         **explained,

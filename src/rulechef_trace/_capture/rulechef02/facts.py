@@ -73,8 +73,17 @@ def _class_metrics(cm: Any) -> dict[str, Any]:
 
 
 def failure_summary(failures: Any, class_metrics: Any) -> dict[str, Any]:
-    """Count the failures a patch is asked to fix, per class where rulechef has it."""
-    summary: dict[str, Any] = {"count": len(failures or ())}
+    """Count the failures a patch is asked to fix, per class where rulechef has it.
+
+    ``synthetic`` counts rulechef's own ``feedback_driven`` entries: with
+    feedback but no failure, an incremental run hands the patch a few training
+    examples as "failures" whose output is already right.
+    """
+    items = list(failures or ())
+    summary: dict[str, Any] = {
+        "count": len(items),
+        "synthetic": sum(1 for f in items if isinstance(f, dict) and f.get("feedback_driven")),
+    }
     if class_metrics:
         summary["per_class"] = {
             cm.label: {"fp": cm.fp, "fn": cm.fn} for cm in class_metrics if cm.fp or cm.fn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,8 @@ from rulechef_trace._capture.state import (
     remember,
 )
 
+logger = logging.getLogger("rulechef_trace")
+
 
 def refine_in_run(
     state: RunState,
@@ -49,9 +52,35 @@ def refine_in_run(
     state.max_iterations = bound.arguments.get("max_iterations") or 0
     state.iteration = 0
     state.stop_hint = None
+    holdout = _holdout(bound.arguments)
     result = original(*bound.args, **bound.kwargs)
-    guard(state, "refined", _after_refine, state, result)
+    guard(state, "refined", _after_refine, state, result, holdout)
     return result
+
+
+def _holdout(arguments: dict[str, Any]) -> dict[str, Any] | None:
+    """The dev holdout asked for and whether rulechef made it (None when none was asked).
+
+    rulechef skips the split, and refines on the training data only, when the
+    dev set would be too small; it says so only in a print. Its split is
+    deterministic (seeded, the dataset unchanged), so doing it once more
+    gives the very sizes rulechef used.
+    """
+    fraction = arguments.get("holdout_fraction") or 0.0
+    if not isinstance(fraction, (int, float)) or fraction <= 0:
+        return None
+    from rulechef.splitting import split_dataset
+
+    try:
+        _, dev = split_dataset(arguments["dataset"], fraction, seed=arguments.get("split_seed", 42))
+    except Exception:  # never let a check of ours break the user's run
+        logger.debug("rulechef_trace: holdout check failed", exc_info=True)
+        return {"fraction": fraction, "used": None, "dev_examples": None}
+    return {
+        "fraction": fraction,
+        "used": dev is not None,
+        "dev_examples": len(dev.examples) if dev is not None else 0,
+    }
 
 
 def _iteration_callback(
@@ -71,6 +100,8 @@ def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval
     # rulechef stops right after this callback when exact match reaches 0.90;
     # the guidance and patch hooks clear this hint when the loop went on.
     state.stop_hint = "target_reached" if select_eval.exact_match >= 0.90 else None
+    metrics = fold_metrics(metrics_of(select_eval), known_classes(state, state.chef))
+    state.measured[frozenset(rule_ids(rules))] = (iteration, metrics)
     emit(
         state,
         sig.iteration_evaluated,
@@ -78,12 +109,12 @@ def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval
             "iteration": iteration,
             "max_iterations": state.max_iterations,
             "rule_count": len(rules),
-            "metrics": fold_metrics(metrics_of(select_eval), known_classes(state, state.chef)),
+            "metrics": metrics,
         },
     )
 
 
-def _after_refine(state: RunState, result: Any) -> None:
+def _after_refine(state: RunState, result: Any, holdout: dict[str, Any] | None) -> None:
     best_rules, best_eval = result
     remember(state, best_rules)
     best_ids = rule_ids(best_rules)
@@ -105,9 +136,25 @@ def _after_refine(state: RunState, result: Any) -> None:
             "kept_seq": kept_seq,
             "kept_iteration": kept_iteration,
             "kept_earlier": set(best_ids) != set(state.working),
+            "holdout": holdout,
             "metrics": fold_metrics(metrics_of(best_eval), known_classes(state, state.chef)),
+            "kept_measured": _kept_measured(state, best_ids, best_eval),
         },
     )
+
+
+def _kept_measured(state: RunState, ids: list[str], best_eval: Any) -> dict[str, Any] | None:
+    """The kept rules' metrics as an iteration measured them, when rulechef returned none.
+
+    rulechef keeps the rules of the best micro F1 and starts from 0: when no
+    iteration beats F1 0 (a transformation without list outputs, say) it
+    returns an empty ``EvalResult`` (0 documents) although the iterations
+    measured the kept rules, exact match included.
+    """
+    if getattr(best_eval, "total_docs", 0):
+        return None
+    found = state.measured.get(frozenset(ids))
+    return None if found is None else {"iteration": found[0], "metrics": found[1]}
 
 
 def _snapshot_of(state: RunState, ids: frozenset[str]) -> tuple[int | None, int | None]:

@@ -21,7 +21,7 @@ from typing import Any
 from rulechef_trace._text import clean, shorten
 from rulechef_trace.recorder import write_atomic
 from rulechef_trace.report.ancestry import RuleLineage, lineage
-from rulechef_trace.report.describe import Line, Name, story
+from rulechef_trace.report.describe import Line, Name, kept_metrics, story
 from rulechef_trace.report.html.charts import (
     history_chart,
     iteration_chart,
@@ -31,6 +31,14 @@ from rulechef_trace.report.html.charts import (
 from rulechef_trace.report.kept_runs import History, HistoryRow, history
 from rulechef_trace.report.llm import cost_text, run_llm, tokens_text
 from rulechef_trace.report.numbers import DASH, known, number, pct, seconds
+from rulechef_trace.report.rules import (
+    LOW_PRECISION,
+    LOW_SUPPORT,
+    RuleReport,
+    folder_report,
+    rule_report,
+)
+from rulechef_trace.report.task_metrics import exact, has_f1, task_type
 from rulechef_trace.trace import Trace, TraceError, load_trace
 
 __all__ = ["render_html", "write_html"]
@@ -199,9 +207,40 @@ def _trace_page(trace: Trace) -> str:
         _step_table(trace),
         "<h2>Final rules and their lineage</h2>" if _finished(trace) else "<h2>Rules so far</h2>",
         _lineage_section(trace),
+        *_rule_card_section(rule_report(trace)),
         *_per_class_section(trace),
     ]
     return _page(title, body)
+
+
+def _rule_card_section(report: RuleReport) -> list[str]:
+    """The report card of the final rules: quality, flags, survival (the CLI's ``rules``)."""
+    if not report.rules:
+        return []
+    folder = report.churn is not None
+    # Columns of class "opt" give way on a phone; rule, precision, support and flags stay.
+    head = (
+        '<th class="opt">label</th><th>rule</th><th class="opt">format</th>'
+        '<th class="num opt">priority</th><th class="num">precision</th>'
+        '<th class="num">support</th>'
+        + ('<th class="num opt">runs</th><th class="num opt">replaced</th>' if folder else "")
+        + "<th>flags</th>"
+    )
+    rows = []
+    for c in report.rules:
+        cells = [("opt", _or_dash(c.priority)), ("", pct(c.precision)), ("", _or_dash(c.support))]
+        cells += [("opt", str(c.runs)), ("opt", str(c.replaced))] if folder else []
+        rows.append(
+            f'<tr><td class="opt">{_name(c.label)}</td><td>{_name(c.name)}</td>'
+            f'<td class="opt">{_e(_or_dash(c.format))}</td>'
+            + "".join(f'<td class="num {css}">{_e(v)}</td>' for css, v in cells)
+            + f"<td>{''.join(_badge(f, 'weak') for f in c.flags)}</td></tr>"
+        )
+    note = (
+        f'<p class="muted">weak: precision under {LOW_PRECISION:.0%} or support under '
+        f"{LOW_SUPPORT}; idle: support 0 (matched nothing when rulechef validated it)</p>"
+    )
+    return ["<h2>Rule report card</h2>" + _table("narrow cards-of-rules", head, rows) + note]
 
 
 def _finished(trace: Trace) -> bool:
@@ -264,19 +303,26 @@ def _llm_cards(trace: Trace) -> list[str]:
 
 
 def _cards(trace: Trace) -> str:
-    metrics = trace.final_metrics or {}
+    metrics = _kept_final(trace)
     start = trace.events[0].get("rules") if trace.events else None
     start = start if isinstance(start, list) else []
     outcomes = [e.get("outcome") for e in trace.events_of("patch_decided")]
     finished = _finished(trace)
+    kind = task_type(trace.run)
+    if has_f1(kind, metrics):
+        quality = [
+            _card(
+                pct(metrics.get("f1") if finished else _latest_f1(trace)),
+                "final F1" if finished else "F1 so far",
+            ),
+            _card(pct(metrics.get("precision")), "precision"),
+            _card(pct(metrics.get("recall")), "recall"),
+            _card(pct(metrics.get("exact_match")), "exact match"),
+        ]
+    else:  # a transformation with no list output: rulechef's F1 counts nothing
+        quality = [_card(exact(metrics).removeprefix("exact "), "exact match")]
     cards = [
-        _card(
-            pct(metrics.get("f1") if finished else _latest_f1(trace)),
-            "final F1" if finished else "F1 so far",
-        ),
-        _card(pct(metrics.get("precision")), "precision"),
-        _card(pct(metrics.get("recall")), "recall"),
-        _card(pct(metrics.get("exact_match")), "exact match"),
+        *quality,
         _card(
             f"{len(start)} → {len(trace.final_rules)}",
             "rules start → final" if finished else "rules start → now",
@@ -291,6 +337,15 @@ def _cards(trace: Trace) -> str:
         *_llm_cards(trace),
     ]
     return '<div class="cards">' + "".join(cards) + "</div>"
+
+
+def _kept_final(trace: Trace) -> Mapping[str, Any]:
+    metrics = trace.final_metrics or {}
+    if metrics and not metrics.get("docs"):
+        refined = trace.events_of("refined")
+        if refined:
+            return kept_metrics(refined[-1])
+    return metrics
 
 
 def _step_table(trace: Trace) -> str:
@@ -408,6 +463,7 @@ def _history_page(found: History) -> str:
     for dataset in found.datasets:
         rows = [r for r in found.rows if r.dataset == dataset]
         body += [f"<h2>{_name(dataset)}</h2>", history_chart(rows), _history_table(rows)]
+        body += _rule_card_section(folder_report(found.storage_dir, dataset)[0])
     if found.notes:
         body.append(
             "<h3>Skipped files</h3><ul>"
