@@ -13,7 +13,7 @@ from rulechef.splitting import split_dataset
 from rulechef_trace import record_trace, render_trace
 from rulechef_trace.report.describe import describe
 from rulechef_trace.report.text import render_line
-from tests.scripted import FIX_POS, ScriptedLLM, make_chef
+from tests.scripted import FIX_POS, ScriptedLLM, as_client, last_trace, make_chef
 
 CODE = (
     "def extract(input_data):\n"
@@ -46,7 +46,9 @@ def _transformation_chef(tmp_path: Path) -> RuleChef:
         output_schema={"company": "str", "amount": "str"},
         type=TaskType.TRANSFORMATION,
     )
-    chef = RuleChef(task=task, client=llm, dataset_name="inv", storage_path=str(tmp_path))
+    chef = RuleChef(
+        task=task, client=as_client(llm), dataset_name="inv", storage_path=str(tmp_path)
+    )
     for company, amount in INVOICES:
         chef.buffer.add_human_example(
             {"text": f"Invoice from {company} for ${amount}"},
@@ -65,7 +67,7 @@ def test_a_transformation_story_tells_the_exact_match_rulechef_printed(
     printed = capsys.readouterr().out
     said = re.search(r"Exact match: (\S+%) \((\d+/\d+)\)", printed)
     assert said is not None
-    story = render_trace(recorder.last)
+    story = render_trace(last_trace(recorder))
     shown = f"exact {said.group(1)} ({said.group(2)})"
     assert f"iteration 1/2: {shown}" in story
     assert f"finalized: completed, 2 rules, {shown}" in story
@@ -78,10 +80,10 @@ def test_a_classification_story_tells_f1_and_exact_match_per_iteration(tmp_path:
     chef = make_chef(tmp_path, ScriptedLLM(patch=[FIX_POS, {"rules": []}]))
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=2)
-    event = recorder.last.events_of("iteration_evaluated")[0]
+    event = last_trace(recorder).events_of("iteration_evaluated")[0]
     first = event["metrics"]
     count = round(first["exact_match"] * first["docs"])
-    head = render_line(describe(recorder.last, event).lines[0])
+    head = render_line(describe(last_trace(recorder), event).lines[0])
     assert head.startswith("iteration 1/2: F1 ")
     assert f"exact {first['exact_match']:.1%} ({count}/{first['docs']})" in head
 
@@ -91,9 +93,9 @@ def test_a_skipped_holdout_is_in_the_trace_and_the_story(tmp_path: Path) -> None
     chef = make_chef(tmp_path, ScriptedLLM())
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=1, holdout_fraction=0.2)
-    refined = recorder.last.events_of("refined")[-1]
+    refined = last_trace(recorder).events_of("refined")[-1]
     assert refined["holdout"] == {"fraction": 0.2, "used": False, "dev_examples": 0}
-    assert "holdout of 20% SKIPPED" in render_trace(recorder.last)
+    assert "holdout of 20% SKIPPED" in render_trace(last_trace(recorder))
 
 
 def test_a_used_holdout_says_its_dev_size(tmp_path: Path) -> None:
@@ -103,7 +105,7 @@ def test_a_used_holdout_says_its_dev_size(tmp_path: Path) -> None:
     chef = make_chef(tmp_path, ScriptedLLM(), data=data)
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=1, holdout_fraction=0.3)
-    holdout = recorder.last.events_of("refined")[-1]["holdout"]
+    holdout = last_trace(recorder).events_of("refined")[-1]["holdout"]
     _, dev = split_dataset(chef.dataset, 0.3, seed=42)
     assert dev is not None
     assert holdout == {"fraction": 0.3, "used": True, "dev_examples": len(dev.examples)}
@@ -114,8 +116,8 @@ def test_no_holdout_asked_records_none(tmp_path: Path) -> None:
     chef = make_chef(tmp_path, ScriptedLLM())
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=1)
-    assert recorder.last.events_of("refined")[-1]["holdout"] is None
-    assert "holdout" not in render_trace(recorder.last)
+    assert last_trace(recorder).events_of("refined")[-1]["holdout"] is None
+    assert "holdout" not in render_trace(last_trace(recorder))
 
 
 def test_simple_coordinator_audit_is_marked_not_audited_and_not_told(tmp_path: Path) -> None:
@@ -123,9 +125,9 @@ def test_simple_coordinator_audit_is_marked_not_audited_and_not_told(tmp_path: P
     chef = make_chef(tmp_path, ScriptedLLM())
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=1)
-    audits = recorder.last.events_of("audit_applied")
+    audits = last_trace(recorder).events_of("audit_applied")
     assert audits and all(a["audited"] is False for a in audits)
-    assert "audit (" not in render_trace(recorder.last)
+    assert "audit (" not in render_trace(last_trace(recorder))
 
 
 def test_an_agentic_audit_is_audited_and_told(tmp_path: Path) -> None:
@@ -133,9 +135,9 @@ def test_an_agentic_audit_is_audited_and_told(tmp_path: Path) -> None:
     chef = make_chef(tmp_path, ScriptedLLM(), "agentic")
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=1)
-    final = [a for a in recorder.last.events_of("audit_applied") if a["stage"] == "final"]
+    final = [a for a in last_trace(recorder).events_of("audit_applied") if a["stage"] == "final"]
     assert final and final[0]["audited"] is True
-    assert "audit (final): no actions proposed" in render_trace(recorder.last)
+    assert "audit (final): no actions proposed" in render_trace(last_trace(recorder))
 
 
 def test_feedback_driven_failures_are_counted_as_synthetic(tmp_path: Path) -> None:
@@ -147,7 +149,7 @@ def test_feedback_driven_failures_are_counted_as_synthetic(tmp_path: Path) -> No
     chef.add_feedback("prefer precise keywords", level="task")
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=1, incremental_only=True)
-    synthesized = recorder.last.events_of("synthesized")[0]
+    synthesized = last_trace(recorder).events_of("synthesized")[0]
     assert synthesized["failures"]["count"] == 3
     assert synthesized["failures"]["synthetic"] == 3
-    assert "3 synthetic" in render_trace(recorder.last)
+    assert "3 synthetic" in render_trace(last_trace(recorder))
