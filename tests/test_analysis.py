@@ -317,9 +317,9 @@ def test_render_history_shows_the_f1_trend(traces: Traces) -> None:
     lines = text.splitlines()
     start = lines.index("  reviews")
     rows = lines[start + 3 : start + 6]
-    assert " learn      completed " in rows[0] and rows[0].endswith("100.0%      —")
-    assert rows[1].endswith("100.0%   +0.0")
-    assert " rank_rules " in rows[2] and rows[2].endswith("—      —")
+    assert " learn " in rows[0] and rows[0].endswith("100.0%     —")
+    assert rows[1].endswith("100.0%  +0.0")
+    assert " rank_rules " in rows[2] and rows[2].endswith("—     —")
     assert_fits(text)
 
 

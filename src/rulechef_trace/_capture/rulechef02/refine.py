@@ -49,9 +49,22 @@ def refine_in_run(
     state.max_iterations = bound.arguments.get("max_iterations") or 0
     state.iteration = 0
     state.stop_hint = None
+    state.metric_split = guard(state, "split", _split_of, bound.arguments) or "all"
     result = original(*bound.args, **bound.kwargs)
     guard(state, "refined", _after_refine, state, result)
     return result
+
+
+def _split_of(arguments: dict[str, Any]) -> str:
+    """``dev`` when rulechef will hold a dev set out (it skips one too small), else ``all``."""
+    fraction = arguments.get("holdout_fraction") or 0.0
+    if not 0 < fraction < 1:
+        return "all"
+    from rulechef.splitting import split_dataset  # the learner's own rule for a usable dev set
+
+    seed = arguments.get("split_seed")
+    _, dev = split_dataset(arguments["dataset"], fraction, seed=42 if seed is None else seed)
+    return "all" if dev is None else "dev"
 
 
 def _iteration_callback(
@@ -67,7 +80,7 @@ def _iteration_callback(
 
 def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval: Any) -> None:
     state.iteration = iteration
-    state.last_select = short_metrics(select_eval)
+    state.last_select = short_metrics(select_eval, state.metric_split)
     # rulechef stops right after this callback when exact match reaches 0.90;
     # the guidance and patch hooks clear this hint when the loop went on.
     state.stop_hint = "target_reached" if select_eval.exact_match >= 0.90 else None
@@ -78,7 +91,9 @@ def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval
             "iteration": iteration,
             "max_iterations": state.max_iterations,
             "rule_count": len(rules),
-            "metrics": fold_metrics(metrics_of(select_eval), known_classes(state, state.chef)),
+            "metrics": fold_metrics(
+                metrics_of(select_eval, split=state.metric_split), known_classes(state, state.chef)
+            ),
         },
     )
 
@@ -105,7 +120,9 @@ def _after_refine(state: RunState, result: Any) -> None:
             "kept_seq": kept_seq,
             "kept_iteration": kept_iteration,
             "kept_earlier": set(best_ids) != set(state.working),
-            "metrics": fold_metrics(metrics_of(best_eval), known_classes(state, state.chef)),
+            "metrics": fold_metrics(
+                metrics_of(best_eval, split=state.metric_split), known_classes(state, state.chef)
+            ),
         },
     )
 
@@ -218,8 +235,10 @@ def on_patch_decision(state: RunState, args: dict[str, Any], result: Any, contex
         **llm_fields(state, "patch"),
         "accepted": accepted,
         "on_dev": bool(args.get("on_dev")),
-        "metrics_before": short_metrics(args["prev_eval"]),
-        "metrics_after": short_metrics(args["candidate_eval"]),
+        "metrics_before": short_metrics(args["prev_eval"], "dev" if args.get("on_dev") else "all"),
+        "metrics_after": short_metrics(
+            args["candidate_eval"], "dev" if args.get("on_dev") else "all"
+        ),
         "failures": state.failures,
         # Names come from an LLM: keep only those of rules the run has seen.
         "deleted_names": sorted(set(args.get("deleted_names") or ()) & set(state.names.values())),
