@@ -140,13 +140,19 @@ def render_diff(result: TraceDiff, labels: tuple[str, str] = ("A", "B")) -> str:
     for tag, label, s in (("A", labels[0], a), ("B", labels[1], b)):
         lines += [
             f"  {tag}  {clean(label)}",
-            f"     run {shorten(s.run_id, 12, marker='')}, started {clean(known(s.started_at))}",
+            f"     run {shorten(s.run_id, _RUN, marker='')}, started {clean(known(s.started_at))}"
+            f", metrics on {clean(s.split or DASH)}",
         ]
     lines += ["", f"  {'':<20}{'A':>14}{'B':>14}{'change':>12}"]
     lines += _diff_rows(result)
     lines += _names_block("Rules only in A", result.only_a)
     lines += _names_block("Rules only in B", result.only_b)
     lines += _names_block("Rules in both", result.both)
+    lines += _names_block("Rules changed (same name, new id)", result.changed)
+    if result.notes:
+        lines.append("")
+        for line in result.notes:
+            lines += _wrap(clean(line), "  note: ", "        ")
     lines += ["", "=" * WIDTH]
     return "\n".join(lines) + "\n"
 
