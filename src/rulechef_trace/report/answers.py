@@ -217,7 +217,7 @@ def _names_block(title: str, names: list[str]) -> list[str]:
 # -- history ---------------------------------------------------------------------
 
 _HISTORY_HEAD = (
-    f"  {'started (UTC)':<16} {'run':<12} {'kind':<12} {'examples':>8} {'split':<5} "
+    f"  {'started (UTC)':<16} {'run':<12} {'kind':<11} {'examples':>8}  {'split':<5} "
     f"{'rules':>5} {'F1':>6} {'ΔF1':>5}"
 )
 _RUN = 12  # run ids are shown at this length everywhere
@@ -265,8 +265,8 @@ def _history_lines(rows: Iterable[HistoryRow]) -> tuple[list[str], list[str]]:
         examples = DASH if row.examples is None else str(row.examples)
         examples += "*" if row.data_changed else " "
         lines.append(
-            f"  {date:<16} {shorten(row.run_id, _RUN, marker=''):<12} {shorten(kind, 12):<12} "
-            f"{examples:>9}{shorten(row.split or DASH, 5):<5} {row.rules:>5} "
+            f"  {date:<16} {shorten(row.run_id, _RUN, marker=''):<12} {shorten(kind, 11):<11} "
+            f"{examples:>9} {shorten(row.split or DASH, 5):<5} {row.rules:>5} "
             f"{pct(row.f1):>6} {change:>5}"
         )
     return lines, sorted(notes)
