@@ -28,7 +28,7 @@ class Runs:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
-    """learn, learn on one more example, prune, delete a rule (recorded), delete one unseen, learn."""
+    """learn, learn on one more example, prune, delete a rule (recorded), learn again."""
     storage = tmp_path_factory.mktemp("kept")
     chef = make_chef(storage, ScriptedLLM(patch=[{"rules": []}]))
     with record_trace(chef) as recorder:

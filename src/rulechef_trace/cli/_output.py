@@ -8,7 +8,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, TypeAlias
 
 import orjson
 
@@ -46,7 +46,8 @@ EXIT_BAD_INPUT = 2
 #: The exit-status line of most verbs' help.
 STATUSES = "exit status: 0 done, 2 bad input or usage"
 
-Verbs = argparse._SubParsersAction  # type: ignore[type-arg]
+#: The sub-command table each ``add_<verb>`` adds to (a string: not subscriptable at run time).
+Verbs: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Handler = Callable[[argparse.Namespace], int]
 
 _RESET = "\033[0m"

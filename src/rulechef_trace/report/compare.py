@@ -189,8 +189,7 @@ def diff(a: Trace, b: Trace) -> TraceDiff:
     ]
     labels = sorted(set(sa.per_class_f1) | set(sb.per_class_f1))
     per_class = [
-        _delta(lab, sa.per_class_f1.get(lab), sb.per_class_f1.get(lab), not notes)
-        for lab in labels
+        _delta(lab, sa.per_class_f1.get(lab), sb.per_class_f1.get(lab), not notes) for lab in labels
     ]
     return TraceDiff(
         a=sa,
