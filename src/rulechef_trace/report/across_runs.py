@@ -9,6 +9,7 @@ at :data:`RUN_ID_LENGTH` characters everywhere.
 from __future__ import annotations
 
 import logging
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,10 +368,12 @@ def render_lineage_across(result: AcrossLineage) -> str:
         if item.created is None:
             lines.append("    created before the kept runs (no kept run created it)")
         for step in item.steps:
-            where = f"#{step.seq}" if step.seq is not None else "start"
+            where = f"#{step.seq}" if step.seq is not None else "at its start"
             lines.append(
-                f"    run {clean(step.run_id):<12} {clean(step.kind):<10} {where:<6} "
-                f"{clean(step.action)}: {shorten(step.text, 200)}"
+                f"    run {clean(step.run_id)} ({clean(step.kind)}) {where}: {clean(step.action)}"
+            )
+            lines += textwrap.wrap(
+                clean(step.text), _WIDTH, initial_indent=" " * 6, subsequent_indent=" " * 6
             )
     lines += ["", "=" * _WIDTH]
     return "\n".join(lines) + "\n"
