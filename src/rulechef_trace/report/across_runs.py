@@ -353,12 +353,16 @@ def _carried(tree: list[RuleLineage]) -> set[str]:
 _WIDTH = 78
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def render_lineage_across(result: AcrossLineage) -> str:
     """Render :func:`lineage_across`'s answer: per rule, the run and step of each change."""
     lines = [
         "=" * _WIDTH,
         f"RULECHEF LINEAGE ACROSS RUNS  {shorten(result.dataset, 40)}  "
-        f"({len(result.runs)} kept runs, {len(result.rules)} rules)",
+        f"({_count(len(result.runs), 'kept run')}, {_count(len(result.rules), 'rule')})",
         "=" * _WIDTH,
         f"  Folder: {clean(result.folder)}",
     ]
