@@ -435,7 +435,7 @@ def test_a_closed_pipe_ends_the_output_quietly(tmp_path: Path, hostile: Path) ->
 def test_the_demo_stream_fits_and_colours_whole_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     """The demo prints as it goes: each complete line is fitted to the terminal and
     coloured; a partial line waits for its end or a flush."""
-    from rulechef_trace.cli import _TerminalStream
+    from rulechef_trace.cli._output import TerminalStream as _TerminalStream
 
     monkeypatch.setenv("COLUMNS", "40")
     target = _Terminal()

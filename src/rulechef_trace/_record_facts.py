@@ -3,13 +3,14 @@
 A signal's receivers see the payload as the capture sent it; a recorder adds,
 to its own copy, what depends on its settings or its files: the cost of each
 LLM call from the prices it was given, and, at a run's start, what changed in
-the rules since the latest trace it keeps for that dataset.
+the rules since the latest trace it keeps for that dataset and (for a prune)
+which learning run it prunes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from rulechef_trace.trace import history_dir
 
 logger = logging.getLogger("rulechef_trace")
 
-__all__ = ["add_cost", "changed_since", "check_prices"]
+__all__ = ["add_cost", "changed_since", "check_prices", "pruned_run"]
 
 Prices = dict[str, tuple[float, ...]]
 
@@ -50,6 +51,23 @@ def add_cost(event: dict[str, Any], prices: Prices, costs: list[float | None]) -
         event["llm"] = {**event["llm"], "cost": total}
 
 
+def _kept(folder: Path, dataset: str) -> Iterator[dict[str, Any]]:
+    """The readable kept traces of ``dataset``, newest first (a bad file is skipped)."""
+    try:
+        kept = sorted(history_dir(folder, dataset).glob("*.trace.json"))
+    except OSError:
+        return
+    for path in reversed(kept):
+        try:
+            if not path.is_file():
+                continue
+            trace = orjson.loads(path.read_bytes())
+            if isinstance(trace["run"]["id"], str) and isinstance(trace["final"]["rules"], list):
+                yield trace
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.debug("rulechef_trace: kept trace %s unreadable: %s", path, exc)
+
+
 def changed_since(
     folder: Path, dataset: str, rules: list[str], known: tuple[str, list[str]] | None = None
 ) -> dict[str, Any] | None:
@@ -68,21 +86,12 @@ def changed_since(
     """
     if known is not None:
         return _difference(known[0], known[1], rules)
-    try:
-        kept = sorted(history_dir(folder, dataset).glob("*.trace.json"))
-    except OSError:
-        return None
-    for path in reversed(kept):
+    for trace in _kept(folder, dataset):
         try:
-            if not path.is_file():
-                continue
-            trace = orjson.loads(path.read_bytes())
             final = [r["id"] for r in trace["final"]["rules"]]
-            run_id = trace["run"]["id"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.debug("rulechef_trace: kept trace %s unreadable: %s", path, exc)
+        except (KeyError, TypeError):
             continue
-        return _difference(run_id, final, rules)
+        return _difference(trace["run"]["id"], final, rules)
     return None
 
 
@@ -95,3 +104,11 @@ def _difference(run_id: str, final: list[str], rules: list[str]) -> dict[str, An
         "added": [rid for rid in rules if rid not in before],
         "removed": [rid for rid in final if rid not in after],
     }
+
+
+def pruned_run(folder: Path, dataset: str) -> str | None:
+    """The id of the newest kept learning run of ``dataset``: the run a ``rank_rules`` prunes."""
+    for trace in _kept(folder, dataset):
+        if trace["run"].get("kind") == "learn":
+            return str(trace["run"]["id"])
+    return None

@@ -17,7 +17,7 @@ from typing import IO, Any
 import orjson
 
 from rulechef_trace import signals as sig
-from rulechef_trace._record_facts import add_cost, changed_since, check_prices
+from rulechef_trace._record_facts import add_cost, changed_since, check_prices, pruned_run
 from rulechef_trace._text import describe_exception, safe_str
 from rulechef_trace.trace import (
     FORMAT,
@@ -204,6 +204,9 @@ class TraceRecorder:
             )
             if changed is not None:
                 event["changed_since"] = changed
+            after = pruned_run(folder, dataset) if event.get("kind") == "rank_rules" else None
+            if after is not None:
+                event["after"] = after
         if self.prices is not None:
             add_cost(event, self.prices, self._costs.setdefault(run_id, []))
             if event["type"] == "finalized":

@@ -263,6 +263,8 @@ def _event_record(event: Mapping[str, Any]) -> dict[str, Any]:
 def _run_header(start: dict[str, Any], end: dict[str, Any] | None) -> dict[str, Any]:
     run: dict[str, Any] = {"id": start.get("run_id")}
     run.update({k: start.get(k) for k in _RUN_KEYS})
+    if "after" in start:  # the learning run a prune worked on (known to a recorder)
+        run["after"] = start["after"]
     if end is None:
         run.update(status="incomplete", error=None, ended_at=None, duration_s=None, stats=None)
     else:

@@ -53,6 +53,8 @@ class RunState:
     #: Metrics, never rulechef ``EvalResult`` objects: those hold every failing
     #: document, and keeping them would make a run's memory grow with its data.
     last_select: dict[str, Any] | None = None
+    #: The examples the refinement measures on: ``dev`` with an active holdout, else ``all``.
+    metric_split: str = "all"
     failures: dict[str, Any] | None = None
     pending_patch: dict[str, Any] | None = None
     pending_audit: Any = None

@@ -9,7 +9,7 @@ Every name, label, dataset and file name passes through
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rulechef_trace._text import clean, shorten
@@ -54,12 +54,18 @@ def _plural(count: int, word: str) -> str:
 # -- lineage ---------------------------------------------------------------------
 
 
-def render_lineage(trace: Trace, lineages: Sequence[RuleLineage]) -> str:
+def render_lineage(
+    trace: Trace,
+    lineages: Sequence[RuleLineage],
+    created_by: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
     """Render lineages as text: each rule's events, then its ancestors', indented.
 
     Args:
         trace: The trace the lineages come from (for the header).
         lineages: What :func:`~rulechef_trace.report.ancestry.lineage` returned.
+        created_by: For rules carried in: the kept run that created each
+            (:func:`~rulechef_trace.report.across_runs.history_beside`).
     """
     run = trace.run
     title = (
@@ -74,17 +80,27 @@ def render_lineage(trace: Trace, lineages: Sequence[RuleLineage]) -> str:
     )
     for item in lineages:
         lines.append("")
-        lines += _lineage_lines(item)
+        lines += _lineage_lines(item, created_by or {})
     lines += ["", "=" * WIDTH]
     return "\n".join(lines) + "\n"
 
 
-def _lineage_lines(root: RuleLineage) -> list[str]:
+def _lineage_lines(root: RuleLineage, created_by: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines: list[str] = []
     stack: list[tuple[RuleLineage, int, str | None]] = [(root, 0, None)]
     while stack:  # iterative: ancestry may be thousands of merges deep
         item, depth, via = stack.pop()
         lines += _rule_lines(item, depth, via)
+        maker = created_by.get(item.rule_id) if not item.shown_above else None
+        if maker is not None:
+            pad = "  " * (depth + 2)
+            lines += _wrap(
+                f"created by run {clean(maker.get('run'))} ({clean(maker.get('kind'))}, "
+                f"started {clean(known(maker.get('started_at')))}), step #{maker.get('seq')}: "
+                f"{clean(maker.get('text'))}",
+                pad,
+                pad + "  ",
+            )
         relation = "replaced" if item.relation == "replaced" else "merged from"
         deeper = min(depth + 1, _DEEPEST)
         stack.extend((parent, deeper, f"└ {relation}") for parent in reversed(item.parents))
@@ -124,13 +140,19 @@ def render_diff(result: TraceDiff, labels: tuple[str, str] = ("A", "B")) -> str:
     for tag, label, s in (("A", labels[0], a), ("B", labels[1], b)):
         lines += [
             f"  {tag}  {clean(label)}",
-            f"     run {shorten(s.run_id, 12, marker='')}, started {clean(known(s.started_at))}",
+            f"     run {shorten(s.run_id, _RUN, marker='')}, started {clean(known(s.started_at))}"
+            f", metrics on {clean(s.split or DASH)}",
         ]
     lines += ["", f"  {'':<20}{'A':>14}{'B':>14}{'change':>12}"]
     lines += _diff_rows(result)
     lines += _names_block("Rules only in A", result.only_a)
     lines += _names_block("Rules only in B", result.only_b)
     lines += _names_block("Rules in both", result.both)
+    lines += _names_block("Rules changed (same name, new id)", result.changed)
+    if result.notes:
+        lines.append("")
+        for line in result.notes:
+            lines += _wrap(clean(line), "  note: ", "        ")
     lines += ["", "=" * WIDTH]
     return "\n".join(lines) + "\n"
 
@@ -195,9 +217,10 @@ def _names_block(title: str, names: list[str]) -> list[str]:
 # -- history ---------------------------------------------------------------------
 
 _HISTORY_HEAD = (
-    f"  {'started (UTC)':<19} {'kind':<10} {'status':<15} {'time':>5} {'iter':>4} "
-    f"{'rules':>5} {'F1':>6} {'ΔF1':>6}"
+    f"  {'started (UTC)':<16} {'run':<12} {'kind':<11} {'examples':>8}  {'split':<5} "
+    f"{'rules':>5} {'F1':>6} {'ΔF1':>5}"
 )
+_RUN = 12  # run ids are shown at this length everywhere
 
 
 def render_history(result: History) -> str:
@@ -212,7 +235,10 @@ def render_history(result: History) -> str:
         lines += ["", "  No kept runs found (<dataset>.traces/*.trace.json)."]
     for name in datasets:
         lines += ["", f"  {shorten(name, 60)}", _HISTORY_HEAD, "  " + "-" * (WIDTH - 4)]
-        lines += _history_lines([row for row in result.rows if row.dataset == name])
+        table, why = _history_lines([row for row in result.rows if row.dataset == name])
+        lines += table
+        for line in why:
+            lines += _wrap(line, "  note: ", "        ")
     if result.notes:
         lines.append("")
         for note in result.notes:
@@ -221,20 +247,37 @@ def render_history(result: History) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _history_lines(rows: Iterable[HistoryRow]) -> list[str]:
-    lines = []
-    previous: float | None = None
+def _history_lines(rows: Iterable[HistoryRow]) -> tuple[list[str], list[str]]:
+    """The table lines of one dataset's runs, and notes on F1 changes not worked out."""
+    lines, notes = [], set()
+    previous: HistoryRow | None = None
     for row in rows:
         change = DASH
         if row.f1 is not None:
-            if previous is not None:
-                change = f"{(row.f1 - previous) * 100:+.1f}"
-            previous = row.f1
-        date = shorten((row.started_at or DASH).replace("T", " "), 19, marker="")
-        iterations = DASH if row.iterations is None else str(row.iterations)
+            unlike = _unlike(previous, row)
+            if previous is not None and previous.f1 is not None and unlike is None:
+                change = f"{(row.f1 - previous.f1) * 100:+.1f}"
+            elif previous is not None and unlike is not None:
+                notes.add(unlike)
+            previous = row
+        date = shorten((row.started_at or DASH).replace("T", " "), 16, marker="")
+        kind = row.kind if row.status == "completed" else f"{row.kind}:{row.status}"
+        examples = DASH if row.examples is None else str(row.examples)
+        examples += "*" if row.data_changed else " "
         lines.append(
-            f"  {date:<19} {shorten(row.kind, 10):<10} {shorten(row.status, 15):<15} "
-            f"{_seconds(row.duration_s):>5} {iterations:>4} {row.rules:>5} "
-            f"{pct(row.f1):>6} {change:>6}"
+            f"  {date:<16} {shorten(row.run_id, _RUN, marker=''):<12} {shorten(kind, 11):<11} "
+            f"{examples:>9} {shorten(row.split or DASH, 5):<5} {row.rules:>5} "
+            f"{pct(row.f1):>6} {change:>5}"
         )
-    return lines
+    return lines, sorted(notes)
+
+
+def _unlike(previous: HistoryRow | None, row: HistoryRow) -> str | None:
+    """Why ``row``'s F1 cannot be compared with ``previous``'s, or None when it can."""
+    if previous is None:
+        return None
+    if previous.split != row.split:
+        return "ΔF1 is shown only between runs measured on the same split (train, dev, all)"
+    if row.data_changed or previous.examples != row.examples:
+        return "* the examples changed: ΔF1 is not worked out across a change of data"
+    return None

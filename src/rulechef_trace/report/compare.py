@@ -43,6 +43,9 @@ class RunSummary(Plain):
         empty: Patches that came back empty.
         metrics: Final micro metrics (f1, precision, recall, exact_match) or None.
         per_class_f1: Final F1 per label.
+        split: The examples the final metrics are on (``train``, ``dev``,
+            ``all``; None when the trace does not say).
+        examples: Examples plus corrections at the run's end, when recorded.
     """
 
     run_id: str
@@ -58,6 +61,8 @@ class RunSummary(Plain):
     empty: int
     metrics: dict[str, float] | None
     per_class_f1: dict[str, float] = field(default_factory=dict)
+    split: str | None = None
+    examples: int | None = None
 
 
 def summarize(trace: Trace) -> RunSummary:
@@ -78,7 +83,19 @@ def summarize(trace: Trace) -> RunSummary:
         empty=outcomes.count("empty"),
         metrics=_micro(trace.final_metrics),
         per_class_f1=_per_class(trace.final_metrics),
+        split=_split(trace.final_metrics),
+        examples=_examples(trace),
     )
+
+
+def _split(metrics: Mapping[str, Any] | None) -> str | None:
+    split = (metrics or {}).get("split")
+    return split if isinstance(split, str) else None
+
+
+def _examples(trace: Trace) -> int | None:
+    ended = trace.events_of("finalized")
+    return whole(ended[-1].get("examples")) if ended else None
 
 
 def _iterations(trace: Trace) -> int | None:
@@ -125,11 +142,14 @@ class TraceDiff(Plain):
     Attributes:
         a: Summary of the first run.
         b: Summary of the second run.
-        only_a: Names of rules only run A ended with (sorted).
+        only_a: Names of rules (matched by id) only run A ended with (sorted).
         only_b: Names of rules only run B ended with (sorted).
-        both: Names of rules both runs ended with (sorted).
+        both: Names of rules both runs ended with, same id (sorted).
         metrics: Final micro metrics of both runs and their deltas.
         per_class: Final per-label F1 of both runs and their deltas.
+        changed: Names both runs' rules have, under a different id in each:
+            the rule kept its name but its content changed (sorted).
+        notes: Why some deltas are not worked out (runs on different splits or data).
     """
 
     a: RunSummary
@@ -139,10 +159,16 @@ class TraceDiff(Plain):
     both: list[str]
     metrics: list[MetricDelta]
     per_class: list[MetricDelta]
+    changed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def diff(a: Trace, b: Trace) -> TraceDiff:
-    """Compare two runs: rules by name, final metrics, iterations, patches, status.
+    """Compare two runs: rules by id, final metrics, iterations, patches, status.
+
+    A rule in both runs under one name but a different id is ``changed``.
+    Metric deltas are worked out only between runs measured on the same split
+    and the same number of examples; ``notes`` says when they are not.
 
     Args:
         a: The first (usually older) trace.
@@ -151,26 +177,50 @@ def diff(a: Trace, b: Trace) -> TraceDiff:
     Returns:
         The comparison as plain data.
     """
-    names_a = {a.name_of(rid) for rid in a.final_rules}
-    names_b = {b.name_of(rid) for rid in b.final_rules}
+    ids_a, ids_b = set(a.final_rules), set(b.final_rules)
+    gone = {a.name_of(rid) for rid in ids_a - ids_b}
+    new = {b.name_of(rid) for rid in ids_b - ids_a}
+    changed = gone & new
     sa, sb = summarize(a), summarize(b)
+    notes = _unlike(sa, sb)
     metrics = [
-        _delta(label, (sa.metrics or {}).get(key), (sb.metrics or {}).get(key))
+        _delta(label, (sa.metrics or {}).get(key), (sb.metrics or {}).get(key), not notes)
         for key, label in METRICS
     ]
     labels = sorted(set(sa.per_class_f1) | set(sb.per_class_f1))
-    per_class = [_delta(lab, sa.per_class_f1.get(lab), sb.per_class_f1.get(lab)) for lab in labels]
+    per_class = [
+        _delta(lab, sa.per_class_f1.get(lab), sb.per_class_f1.get(lab), not notes) for lab in labels
+    ]
     return TraceDiff(
         a=sa,
         b=sb,
-        only_a=sorted(names_a - names_b),
-        only_b=sorted(names_b - names_a),
-        both=sorted(names_a & names_b),
+        only_a=sorted(gone - changed),
+        only_b=sorted(new - changed),
+        both=sorted({a.name_of(rid) for rid in ids_a & ids_b}),
         metrics=metrics,
         per_class=per_class,
+        changed=sorted(changed),
+        notes=notes,
     )
 
 
-def _delta(name: str, a: float | None, b: float | None) -> MetricDelta:
-    delta = b - a if a is not None and b is not None else None
+def _unlike(a: RunSummary, b: RunSummary) -> list[str]:
+    """Why the two runs' metrics cannot be compared (empty when they can)."""
+    if not a.metrics or not b.metrics:
+        return []
+    if a.split != b.split:
+        return [
+            f"metrics are on different splits (A {a.split or 'unknown'}, "
+            f"B {b.split or 'unknown'}): no change worked out"
+        ]
+    if a.examples is not None and b.examples is not None and a.examples != b.examples:
+        return [
+            f"the data changed ({a.examples} examples in A, {b.examples} in B):"
+            " no metric change worked out"
+        ]
+    return []
+
+
+def _delta(name: str, a: float | None, b: float | None, like: bool = True) -> MetricDelta:
+    delta = b - a if a is not None and b is not None and like else None
     return MetricDelta(name, a, b, delta)

@@ -8,11 +8,12 @@ that cannot be read as a trace is skipped with a note, never raised.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rulechef_trace.report._plain import Plain
 from rulechef_trace.report.compare import summarize
+from rulechef_trace.report.numbers import whole
 from rulechef_trace.trace import TraceError, load_trace
 
 __all__ = ["History", "HistoryRow", "history"]
@@ -35,6 +36,13 @@ class HistoryRow(Plain):
         f1: Final micro F1, or None where the run computed none.
         path: The trace file.
         run_id: The run's id.
+        examples: Examples plus corrections when the run ended (None when
+            the trace does not say).
+        split: The examples the final metrics are on (``train``, ``dev``,
+            ``all``; None when the trace does not say).
+        data_changed: The examples differ from the dataset's previous run
+            that counted them.
+        after: For a ``rank_rules`` run: the learning run it pruned.
     """
 
     dataset: str
@@ -47,6 +55,10 @@ class HistoryRow(Plain):
     f1: float | None
     path: str
     run_id: str
+    examples: int | None = None
+    split: str | None = None
+    data_changed: bool = False
+    after: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +113,21 @@ def history(storage_dir: str | Path, dataset: str | None = None) -> History:
             if row is not None:
                 rows.append(row)
     rows.sort(key=lambda r: (r.dataset, r.started_at or "", r.path))
-    return History(str(folder), rows, notes)
+    return History(str(folder), _mark_data_changes(rows), notes)
+
+
+def _mark_data_changes(rows: list[HistoryRow]) -> list[HistoryRow]:
+    """Mark each row whose example count differs from its dataset's previous counted run."""
+    marked = []
+    last: dict[str, int] = {}
+    for row in rows:
+        before = last.get(row.dataset)
+        if row.examples is not None:
+            last[row.dataset] = row.examples
+            if before is not None and before != row.examples:
+                row = replace(row, data_changed=True)
+        marked.append(row)
+    return marked
 
 
 def _history_dirs(folder: Path, dataset: str | None) -> list[Path]:
@@ -125,6 +151,10 @@ def _history_row(path: Path, dataset: str, notes: list[str]) -> HistoryRow | Non
         logger.warning("rulechef_trace: history skips %s: %s", path, exc.problem)
         return None
     s = summarize(trace)
+    ended = trace.events_of("finalized")
+    examples = whole(ended[-1].get("examples")) if ended else None
+    split = (trace.final_metrics or {}).get("split")
+    after = trace.run.get("after")
     return HistoryRow(
         dataset=dataset,
         started_at=s.started_at,
@@ -136,4 +166,7 @@ def _history_row(path: Path, dataset: str, notes: list[str]) -> HistoryRow | Non
         f1=(s.metrics or {}).get("f1"),
         path=str(path),
         run_id=s.run_id,
+        examples=examples,
+        split=split if isinstance(split, str) else None,
+        after=after if isinstance(after, str) else None,
     )

@@ -90,7 +90,7 @@ def header_lines(trace: Trace) -> list[str]:
         f"coordinator: {shorten(coordinator or DASH, 30)}",
         f"  Started {clean(known(run.get('started_at')))}   "
         f"rulechef {clean(known(run.get('rulechef_version')))}"
-        f"   run {shorten(known(run.get('id')), 8, marker='')}",
+        f"   run {shorten(known(run.get('id')), 12, marker='')}",
         *([clean(line)] if (line := calls_line(trace)) else []),
         "",
         f"{'seq':>3} {'time':>6} {'rules':>5}  step",

@@ -53,11 +53,16 @@ def _emit_audit(
         "iteration": state.iteration if stage == "mid_refinement" else None,
         "proposed": len(actions),
         **explained,
-        "metrics_before": short_metrics(pre_eval),
+        "metrics_before": short_metrics(pre_eval, _audit_split(state, stage)),
         "metrics_after": post if explained["actions"] else None,
         **llm_fields(state, "audit"),
     }
     emit_change(state, sig.audit_applied, after_ids, fields)
+
+
+def _audit_split(state: RunState, stage: str) -> str:
+    # A mid-refinement audit measures on the training part when a dev set is held out.
+    return "train" if stage == "mid_refinement" and state.metric_split == "dev" else "all"
 
 
 def keep_audit(state: RunState, args: dict[str, Any], result: Any, context: None) -> None:
@@ -68,6 +73,7 @@ def capture_eval(phase: str) -> After:
     def after(state: RunState, args: dict[str, Any], result: Any, context: None) -> None:
         if state.phase == phase and not state.phase_evals:
             # Only the safety net's evaluation (the first) is reported.
-            state.phase_evals.append(short_metrics(result))
+            split = _audit_split(state, "mid_refinement" if phase == "mid_audit" else phase)
+            state.phase_evals.append(short_metrics(result, split))
 
     return after

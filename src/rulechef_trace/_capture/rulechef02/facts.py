@@ -38,8 +38,14 @@ def ratio(value: Any) -> Any:
     return round(value, METRIC_DIGITS) if isinstance(value, float) else value
 
 
-def metrics_of(result: Any, *, per_class: bool = True) -> dict[str, Any] | None:
-    """Turn a rulechef ``EvalResult`` into the trace's metrics dict (ratios to 4 decimals)."""
+def metrics_of(
+    result: Any, *, per_class: bool = True, split: str | None = None
+) -> dict[str, Any] | None:
+    """Turn a rulechef ``EvalResult`` into the trace's metrics dict (ratios to 4 decimals).
+
+    ``split`` names the examples measured: ``dev`` (a holdout), ``train`` (the
+    rest of a split data set) or ``all``.
+    """
     if result is None:
         return None
     out: dict[str, Any] = {
@@ -52,12 +58,14 @@ def metrics_of(result: Any, *, per_class: bool = True) -> dict[str, Any] | None:
     }
     if per_class:
         out["per_class"] = [_class_metrics(cm) for cm in result.per_class or ()]
+    if split is not None:
+        out["split"] = split
     return out
 
 
-def short_metrics(result: Any) -> dict[str, Any] | None:
+def short_metrics(result: Any, split: str | None = None) -> dict[str, Any] | None:
     """Metrics without the per-class breakdown (for before/after pairs)."""
-    return metrics_of(result, per_class=False)
+    return metrics_of(result, per_class=False, split=split)
 
 
 def _class_metrics(cm: Any) -> dict[str, Any]:

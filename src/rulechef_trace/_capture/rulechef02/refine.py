@@ -52,7 +52,8 @@ def refine_in_run(
     state.max_iterations = bound.arguments.get("max_iterations") or 0
     state.iteration = 0
     state.stop_hint = None
-    holdout = _holdout(bound.arguments)
+    holdout = guard(state, "holdout", _holdout, bound.arguments)
+    state.metric_split = "dev" if holdout and holdout.get("used") else "all"
     result = original(*bound.args, **bound.kwargs)
     guard(state, "refined", _after_refine, state, result, holdout)
     return result
@@ -96,11 +97,13 @@ def _iteration_callback(
 
 def _on_iteration(state: RunState, iteration: int, rules: list[Any], select_eval: Any) -> None:
     state.iteration = iteration
-    state.last_select = short_metrics(select_eval)
+    state.last_select = short_metrics(select_eval, state.metric_split)
     # rulechef stops right after this callback when exact match reaches 0.90;
     # the guidance and patch hooks clear this hint when the loop went on.
     state.stop_hint = "target_reached" if select_eval.exact_match >= 0.90 else None
-    metrics = fold_metrics(metrics_of(select_eval), known_classes(state, state.chef))
+    metrics = fold_metrics(
+        metrics_of(select_eval, split=state.metric_split), known_classes(state, state.chef)
+    )
     state.measured[frozenset(rule_ids(rules))] = (iteration, metrics)
     emit(
         state,
@@ -137,7 +140,9 @@ def _after_refine(state: RunState, result: Any, holdout: dict[str, Any] | None) 
             "kept_iteration": kept_iteration,
             "kept_earlier": set(best_ids) != set(state.working),
             "holdout": holdout,
-            "metrics": fold_metrics(metrics_of(best_eval), known_classes(state, state.chef)),
+            "metrics": fold_metrics(
+                metrics_of(best_eval, split=state.metric_split), known_classes(state, state.chef)
+            ),
             "kept_measured": _kept_measured(state, best_ids, best_eval),
         },
     )
@@ -265,8 +270,10 @@ def on_patch_decision(state: RunState, args: dict[str, Any], result: Any, contex
         **llm_fields(state, "patch"),
         "accepted": accepted,
         "on_dev": bool(args.get("on_dev")),
-        "metrics_before": short_metrics(args["prev_eval"]),
-        "metrics_after": short_metrics(args["candidate_eval"]),
+        "metrics_before": short_metrics(args["prev_eval"], "dev" if args.get("on_dev") else "all"),
+        "metrics_after": short_metrics(
+            args["candidate_eval"], "dev" if args.get("on_dev") else "all"
+        ),
         "failures": state.failures,
         # Names come from an LLM: keep only those of rules the run has seen.
         "deleted_names": sorted(set(args.get("deleted_names") or ()) & set(state.names.values())),

@@ -80,6 +80,15 @@ def _start_run(
     return state
 
 
+def _example_count(dataset: Any) -> int | None:
+    """Examples plus corrections of the dataset at the run's end (buffered ones are in by then)."""
+    if dataset is None:
+        return None
+    return len(getattr(dataset, "examples", None) or ()) + len(
+        getattr(dataset, "corrections", None) or ()
+    )
+
+
 def _finish_run(state: RunState, result: Any, error: BaseException | None) -> None:
     chef = state.chef
     if state.final_rules is not None:  # a direct refinement ends with the rules it returns
@@ -108,7 +117,9 @@ def _finish_run(state: RunState, result: Any, error: BaseException | None) -> No
             fields["unexplained"] = True
     metrics = None
     if state.kind in ("learn", "refine") and isinstance(result, tuple) and len(result) == 2:
-        metrics = fold_metrics(metrics_of(result[1]), known_classes(state, chef))
+        metrics = fold_metrics(
+            metrics_of(result[1], split=state.metric_split), known_classes(state, chef)
+        )
     task = getattr(chef, "task", None)
     duration_s = round(time.perf_counter() - state.started, 6)
     fields.update(
@@ -121,6 +132,7 @@ def _finish_run(state: RunState, result: Any, error: BaseException | None) -> No
             "task_type": getattr(getattr(task, "type", None), "value", None),
             "rules": final_ids,
             "metrics": metrics,
+            "examples": _example_count(getattr(chef, "dataset", None)),
             "llm": llm.run_summary(state.llm_calls, duration_s),
             "rule_facts": _final_facts(state, rules),
             "stats": {

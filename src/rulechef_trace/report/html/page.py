@@ -493,6 +493,6 @@ def _history_table(rows: Sequence[HistoryRow]) -> str:
             f'<td class="num">{_e(_when(r.started_at))}</td><td class="num">{_e(pct(r.f1))}</td>'
             f'<td class="num">{r.rules}</td><td>{_e(r.kind)}</td><td>{_badge(r.status)}</td>'
             f'<td class="num">{_e(seconds(r.duration_s))}</td><td class="num">{_e(iterations)}</td>'
-            f"<td><code>{_e(r.run_id[:8])}</code></td></tr>"
+            f"<td><code>{_e(r.run_id[:12])}</code></td></tr>"
         )
     return _table("history", head, out)
