@@ -94,3 +94,25 @@ def test_the_html_report_shows_the_runs_llm_totals(tmp_path: Path) -> None:
     assert "patch 1 LLM_ERROR: the LLM call FAILED (RuntimeError: boom)" in html
     assert "LLM call FAILED:" not in html  # told on the patch's row, not as a row of its own
     assert "None" not in html.replace("NoneType", "")
+
+
+def test_history_and_diff_give_each_runs_llm_calls_tokens_and_cost(tmp_path: Path) -> None:
+    """history lists calls/failures/tokens/cost per run; diff compares them."""
+    from rulechef_trace.report import diff, history, render_diff, render_history
+
+    chef = make_chef(tmp_path, ScriptedLLM(patch=[RuntimeError("boom"), FIX_POS]), "simple")
+    with record_trace(chef, prices={"gpt-4o-mini": (0.15, 0.60)}) as recorder:
+        chef.learn_rules(max_refinement_iterations=2)
+        chef.learn_rules(max_refinement_iterations=1)
+    first, second = recorder.traces
+    text = render_history(history(tmp_path))
+    for trace in (first, second):
+        llm = trace.run["llm"]
+        row = next(line for line in text.splitlines() if trace.run_id[:12] in line and "→" in line)
+        assert f" {llm['calls']:>5} {llm['errors']:>6}  " in row
+        assert f"{llm['input_tokens']:,} → {llm['output_tokens']:,} tokens" in row
+        assert f"${llm['cost']:.4f}" in row
+    table = render_diff(diff(first, second))
+    calls = next(line for line in table.splitlines() if line.strip().startswith("LLM calls "))
+    assert calls.split()[2:4] == [str(first.run["llm"]["calls"]), str(second.run["llm"]["calls"])]
+    assert "LLM cost" in table and "tokens in" in table

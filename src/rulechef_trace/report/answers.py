@@ -16,7 +16,8 @@ from rulechef_trace._text import clean, shorten
 from rulechef_trace.report.ancestry import RuleLineage
 from rulechef_trace.report.compare import MetricDelta, TraceDiff
 from rulechef_trace.report.kept_runs import History, HistoryRow
-from rulechef_trace.report.numbers import DASH, known, pct
+from rulechef_trace.report.llm import cost_text, tokens_text
+from rulechef_trace.report.numbers import DASH, known, number, pct, whole
 from rulechef_trace.trace import Trace
 
 __all__ = ["render_diff", "render_history", "render_lineage"]
@@ -177,11 +178,35 @@ def _diff_rows(result: TraceDiff) -> list[str]:
         _count_row("patches accepted", a.accepted, b.accepted),
         _count_row("patches rejected", a.rejected, b.rejected),
         _count_row("patches empty", a.empty, b.empty),
+        *_llm_rows(a.llm, b.llm),
     ]
     rows += [_metric_row(m.name, m) for m in result.metrics]
     if result.per_class:
         rows.append("  F1 per label")
         rows += [_metric_row("  " + shorten(m.name, 18), m) for m in result.per_class]
+    return rows
+
+
+def _llm_rows(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> list[str]:
+    """LLM calls, tokens, time and cost of both runs (none for traces without them)."""
+    if a is None and b is None:
+        return []
+    a, b = a or {}, b or {}
+    rows = [
+        _count_row("LLM calls", whole(a.get("calls")), whole(b.get("calls"))),
+        _count_row("LLM calls failed", whole(a.get("errors")), whole(b.get("errors"))),
+        _count_row("tokens in", whole(a.get("input_tokens")), whole(b.get("input_tokens"))),
+        _count_row("tokens out", whole(a.get("output_tokens")), whole(b.get("output_tokens"))),
+        _row(
+            "LLM time",
+            _seconds(number(a.get("duration_s"))),
+            _seconds(number(b.get("duration_s"))),
+            _signed(_minus(number(b.get("duration_s")), number(a.get("duration_s"))), "{:+.2f}s"),
+        ),
+    ]
+    costs = [cost_text(a.get("cost")), cost_text(b.get("cost"))]
+    if any(costs):
+        rows.append(_row("LLM cost", costs[0] or DASH, costs[1] or DASH, ""))
     return rows
 
 
@@ -235,8 +260,9 @@ def render_history(result: History) -> str:
         lines += ["", "  No kept runs found (<dataset>.traces/*.trace.json)."]
     for name in datasets:
         lines += ["", f"  {shorten(name, 60)}", _HISTORY_HEAD, "  " + "-" * (WIDTH - 4)]
-        table, why = _history_lines([row for row in result.rows if row.dataset == name])
-        lines += table
+        rows = [row for row in result.rows if row.dataset == name]
+        table, why = _history_lines(rows)
+        lines += table + _history_llm(rows)
         for line in why:
             lines += _wrap(line, "  note: ", "        ")
     if result.notes:
@@ -270,6 +296,27 @@ def _history_lines(rows: Iterable[HistoryRow]) -> tuple[list[str], list[str]]:
             f"{pct(row.f1):>6} {change:>5}"
         )
     return lines, sorted(notes)
+
+
+def _history_llm(rows: Sequence[HistoryRow]) -> list[str]:
+    """One line per run that called the LLM: calls, failures, time, tokens, cost."""
+    called = [row for row in rows if row.llm and whole(row.llm.get("calls"))]
+    if not called:
+        return []
+    lines = [
+        "",
+        f"  {'LLM per run':<16} {'run':<12} {'calls':>5} {'failed':>6}  time, tokens, cost",
+    ]
+    for row in called:
+        llm = row.llm or {}
+        parts = [_seconds(number(llm.get("duration_s"))), tokens_text(llm)]
+        cost = cost_text(llm.get("cost"))
+        lines.append(
+            f"  {'':<16} {shorten(row.run_id, _RUN, marker=''):<12} "
+            f"{whole(llm.get('calls')) or 0:>5} {whole(llm.get('errors')) or 0:>6}  "
+            + ", ".join(parts + ([cost] if cost else []))
+        )
+    return lines
 
 
 def _unlike(previous: HistoryRow | None, row: HistoryRow) -> str | None:

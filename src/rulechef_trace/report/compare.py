@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rulechef_trace.report._plain import Plain
+from rulechef_trace.report.llm import run_llm
 from rulechef_trace.report.numbers import known, number, whole
 from rulechef_trace.trace import Trace
 
@@ -46,6 +47,8 @@ class RunSummary(Plain):
         split: The examples the final metrics are on (``train``, ``dev``,
             ``all``; None when the trace does not say).
         examples: Examples plus corrections at the run's end, when recorded.
+        llm: The run's LLM totals (calls, errors, tokens, seconds, cost), or
+            None for a trace without LLM facts.
     """
 
     run_id: str
@@ -63,6 +66,7 @@ class RunSummary(Plain):
     per_class_f1: dict[str, float] = field(default_factory=dict)
     split: str | None = None
     examples: int | None = None
+    llm: dict[str, Any] | None = None
 
 
 def summarize(trace: Trace) -> RunSummary:
@@ -85,7 +89,13 @@ def summarize(trace: Trace) -> RunSummary:
         per_class_f1=_per_class(trace.final_metrics),
         split=_split(trace.final_metrics),
         examples=_examples(trace),
+        llm=_llm(trace),
     )
+
+
+def _llm(trace: Trace) -> dict[str, Any] | None:
+    summary = run_llm(trace)
+    return dict(summary) if summary is not None else None
 
 
 def _split(metrics: Mapping[str, Any] | None) -> str | None:

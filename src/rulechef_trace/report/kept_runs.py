@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from rulechef_trace.report._plain import Plain
 from rulechef_trace.report.compare import summarize
@@ -43,6 +44,7 @@ class HistoryRow(Plain):
         data_changed: The examples differ from the dataset's previous run
             that counted them.
         after: For a ``rank_rules`` run: the learning run it pruned.
+        llm: The run's LLM totals (calls, errors, tokens, seconds, cost), or None.
     """
 
     dataset: str
@@ -59,6 +61,7 @@ class HistoryRow(Plain):
     split: str | None = None
     data_changed: bool = False
     after: str | None = None
+    llm: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -169,4 +172,5 @@ def _history_row(path: Path, dataset: str, notes: list[str]) -> HistoryRow | Non
         examples=examples,
         split=split if isinstance(split, str) else None,
         after=after if isinstance(after, str) else None,
+        llm=s.llm,
     )
