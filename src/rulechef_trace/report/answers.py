@@ -150,12 +150,7 @@ def render_diff(result: TraceDiff, labels: tuple[str, str] = ("A", "B")) -> str:
     lines += _names_block("Rules only in B", result.only_b)
     lines += _names_block("Rules in both", result.both)
     lines += _names_block("Rules changed (same name, new id)", result.changed)
-    if result.notes:
-        lines.append("")
-        for line in result.notes:
-            lines += _wrap(clean(line), "  note: ", "        ")
-    lines += ["", "=" * WIDTH]
-    return "\n".join(lines) + "\n"
+    return _closed(lines, result.notes)
 
 
 def _diff_rows(result: TraceDiff) -> list[str]:
@@ -265,9 +260,14 @@ def render_history(result: History) -> str:
         lines += table + _history_llm(rows)
         for line in why:
             lines += _wrap(line, "  note: ", "        ")
-    if result.notes:
+    return _closed(lines, result.notes)
+
+
+def _closed(lines: list[str], notes: Sequence[str]) -> str:
+    """The answer's lines, its notes (sanitised, wrapped), and the closing rule."""
+    if notes:
         lines.append("")
-        for note in result.notes:
+        for note in notes:
             lines += _wrap(clean(note), "  note: ", "        ")
     lines += ["", "=" * WIDTH]
     return "\n".join(lines) + "\n"
