@@ -433,10 +433,21 @@ def format_details(s: dict[str, Any]) -> list[str]:
         f"process peak (tracemalloc): B {mem['peak_B'] / 1024:.0f} KiB, "
         f"C {mem['peak_C'] / 1024:.0f} KiB, C-B {mem['peak_delta'] / 1024:+.1f} KiB",
         f"LLM calls / evaluations: {counts}",
+        f"LLM capture per call   : {_per_call(s)}",
         f"same work everywhere   : {'yes' if s['same_work'] else 'NO'} "
         f"({fp.get('rules')} rules, micro F1 {fp.get('f1')})",
         f"structure              : {structure}",
     ]
+
+
+def _per_call(s: dict[str, Any]) -> str:
+    """The package's own time in the client's ``create`` frames per LLM call of config C."""
+    frames = {k: v for k, v in s["own"]["hooks"].items() if k.endswith(".create (instance)")}
+    calls = s["counts"].get("C", {}).get("llm_calls") or 0
+    if not frames or not calls:
+        return "no LLM call was accounted"
+    per_call = sum(frames.values()) / calls * 1000
+    return f"{per_call:.1f} µs CPU ({calls} calls; accounting shims included)"
 
 
 def format_parts_by_size(sizes: list[dict[str, Any]]) -> list[str]:
