@@ -57,6 +57,9 @@ def _follow_in_thread(path: Path, out: SharedText) -> tuple[threading.Thread, li
 def test_follow_started_before_a_streamed_run_prints_steps_while_it_goes(tmp_path: Path) -> None:
     out = SharedText()
     thread, status = _follow_in_thread(tmp_path, out)
+    deadline = time.monotonic() + 10  # the follower is waiting before the run begins
+    while time.monotonic() < deadline and "waiting for a run" not in out.text():
+        time.sleep(0.01)
     chef = make_chef(tmp_path, SlowLLM(patch=[FIX_POS]))
     seen_mid_run: list[str] = []
     ended_early: list[bool] = []
