@@ -133,9 +133,12 @@ def test_follow_of_a_foreign_file_is_a_one_line_error(
 
 
 def test_the_cli_alone_prints_a_short_start_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """rulechef-trace alone: every verb named, where to start, exit 2."""
     assert main([]) == 2
     err = capsys.readouterr().err
     assert "start with: rulechef-trace demo" in err and len(err.splitlines()) <= 4
+    for verb in ("demo", "show", "lineage", "diff", "history", "validate", "html", "run", "rules"):
+        assert verb in err.splitlines()[0]
 
 
 @pytest.mark.parametrize("verb", ["demo", "show", "lineage", "diff", "history", "validate", "html"])

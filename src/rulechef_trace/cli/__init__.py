@@ -54,11 +54,15 @@ VERB_ADDERS: list[Callable[[Verbs], None]] = [
     add_rules,
 ]
 
-_SHORT_USAGE = (
-    "usage: rulechef-trace VERB [options]   (verbs: demo, show, lineage, diff, history,"
-    " validate, html, run)\nstart with: rulechef-trace demo\n"
-    "more: rulechef-trace --help, rulechef-trace VERB --help\n"
-)
+
+def _short_usage() -> str:
+    """The start shown for ``rulechef-trace`` alone: every verb, then where to begin."""
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return (
+        f"usage: rulechef-trace VERB [options]   (verbs: {', '.join(verbs.choices)})\n"
+        "start with: rulechef-trace demo\n"
+        "more: rulechef-trace --help, rulechef-trace VERB --help\n"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     _replace_unencodable()
     if not (sys.argv[1:] if argv is None else list(argv)):
-        sys.stderr.write(_SHORT_USAGE)
+        sys.stderr.write(_short_usage())
         return EXIT_BAD_INPUT
     parser = build_parser()
     try:
