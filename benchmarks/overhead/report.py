@@ -130,6 +130,7 @@ def summarise_size(s: dict[str, Any], calibration: dict[str, float]) -> dict[str
         "cpu": wall_stats(rounds, "cpu"),
         "paired": paired_stats(s["paired"]) if s.get("paired") else None,
         "own": own,
+        "bridge": _bridge(s.get("bridge") or []),
         "leak_ms": leak_bound_ms(own, calibration),
         "writes": writes(s["accounted"][0], own),
         "verify": {
@@ -346,11 +347,35 @@ def format_machine(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def _bridge(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The accounted runs with the OTel bridge on top, or why there are none."""
+    if not runs:
+        return None
+    if "unavailable" in runs[0]:
+        return {"unavailable": runs[0]["unavailable"]}
+    return own_time(runs)
+
+
+def format_bridge(bridge: dict[str, Any] | None, own: dict[str, Any]) -> list[str]:
+    """What the OTel bridge adds to the package's own time (accounted, SDK to memory)."""
+    if bridge is None:
+        return []
+    if "unavailable" in bridge:
+        return [f"OTel bridge            : not measured: {bridge['unavailable']}"]
+    added = bridge["cpu_ms"] - own["cpu_ms"]
+    return [
+        f"OTel bridge            : {added:+.3f} ms CPU per run "
+        f"({bridge['cpu_ms']:.3f} with record_trace(otel=True) and an SDK exporting to memory, "
+        f"median of {bridge['runs']}; {own['cpu_ms']:.3f} without)"
+    ]
+
+
 def format_size(s: dict[str, Any]) -> list[str]:
     """Everything measured at one size."""
     own, w = s["own"], s["writes"]
     lines = [f"== {s['size']} examples =="]
     lines += format_own(own, s["leak_ms"])
+    lines += format_bridge(s.get("bridge"), own)
     lines += [
         f"trace files per run    : {w['files']} files, {w['bytes']} B together; the largest "
         f"{w['largest_file']} B = {w['bytes_per_event']:.0f} B/event ({w['events']} events, "

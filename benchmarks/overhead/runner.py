@@ -221,7 +221,13 @@ def measure_size(
     profile = pool["C"].request(op="profile", **request)
     verify = pool["P"].request(op="account", verify=True, **request)
     accounted = [pool["P"].request(op="account", **request) for _ in range(account_reps)]
+    # The OTel bridge on top (record_trace(otel=True), an SDK exporting to memory).
+    bridge = [
+        pool["P"].request(op="account", otel=True, **request)
+        for _ in range(max(1, min(3, account_reps)))
+    ]
     return {
+        "bridge": bridge,
         "size": size,
         "reps": reps,
         "warmup": warmup,

@@ -265,6 +265,10 @@ class Worker:
         chef, llms, root = self.fresh_chef(request)
         coordinator_llm = llms[1].chat.completions
         accounting.watched = [chef, chef.coordinator, llms[0].chat.completions, coordinator_llm]
+        otel = bool(request.get("otel"))
+        if otel and not _sdk_ready():
+            shutil.rmtree(root, ignore_errors=True)
+            return {"unavailable": "the OTel bridge needs opentelemetry-sdk (the test extra)"}
         probe = EventProbe(accounting) if request.get("verify") else None
         if probe is not None:
             probe.connect(self.trace.ALL_SIGNALS)
@@ -272,7 +276,9 @@ class Worker:
         accounting.ledger = ledger = Ledger()
         gc.callbacks.append(ledger.on_gc)
         try:
-            result, recorder, wrapped = self._accounted_learn(chef, root, request["iterations"])
+            result, recorder, wrapped = self._accounted_learn(
+                chef, root, request["iterations"], otel
+            )
         finally:
             gc.callbacks.remove(ledger.on_gc)
             accounting.ledger = None
@@ -298,12 +304,14 @@ class Worker:
         shutil.rmtree(root, ignore_errors=True)
         return out
 
-    def _accounted_learn(self, chef: Any, root: Path, iterations: int) -> tuple[Any, Any, int]:
+    def _accounted_learn(
+        self, chef: Any, root: Path, iterations: int, otel: bool = False
+    ) -> tuple[Any, Any, int]:
         accounting = self.accounting
         assert accounting is not None
         sink = io.StringIO()
         with accounting.frame(PACKAGE, "record_trace enter"):
-            context = self.trace.record_trace(chef, storage_path=root)
+            context = self.trace.record_trace(chef, storage_path=root, otel=otel)
             recorder = context.__enter__()
         try:
             with accounting.package_wrappers() as wrapped, contextlib.redirect_stdout(sink):
@@ -315,6 +323,34 @@ class Worker:
         with accounting.frame(PACKAGE, "record_trace exit"):
             context.__exit__(None, None, None)
         return result, recorder, wrapped
+
+
+_SDK: list[bool] = []
+
+
+def _sdk_ready() -> bool:
+    """A global SDK tracer provider exporting to memory, set once; False without the SDK.
+
+    The bridge's spans are then really built, attributed and exported (in
+    process, no network), so its accounted time is what an application with an
+    exporter pays, less the exporter's own I/O.
+    """
+    if not _SDK:
+        try:
+            from opentelemetry import trace
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+            from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+                InMemorySpanExporter,
+            )
+        except ImportError:
+            _SDK.append(False)
+        else:
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+            trace.set_tracer_provider(provider)
+            _SDK.append(True)
+    return _SDK[0]
 
 
 def _installed() -> bool:
