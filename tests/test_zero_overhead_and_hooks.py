@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import pytest
+import rulechef.splitting
 from rulechef.engine import RuleChef
 from rulechef.learner import RuleLearner
 from rulechef.pipeline import LearningPipeline
@@ -17,7 +18,7 @@ from rulechef_trace._capture.rulechef02 import refine as capture_refine
 from rulechef_trace._capture.rulechef02.hooks import HOOKS
 from tests.scripted import BREAK, FIX_ALL, ScriptedLLM, last_trace, make_chef
 
-ORIGINALS = {
+ORIGINALS: dict[tuple[Any, str], Any] = {
     (cls, name): cls.__dict__[name]
     for cls, name in [
         (LearningPipeline, "run"),
@@ -40,6 +41,7 @@ ORIGINALS = {
         (RuleChef, "rank_rules"),
         (RuleChef, "delete_rule"),
         (RuleChef, "load_rules"),
+        (rulechef.splitting, "split_dataset"),
     ]
 }
 
@@ -57,8 +59,8 @@ def assert_rulechef_as_shipped(chef: Any = None) -> None:
 
 
 def test_every_hooked_method_is_in_the_identity_check():
-    hooked = {(h.owner.split(":")[1], h.name) for h in HOOKS}
-    checked = {(cls.__name__, name) for cls, name in ORIGINALS}
+    hooked = {(h.where, h.name) for h in HOOKS}
+    checked = {(cls.__name__, name) for cls, name in ORIGINALS}  # a module's is its dotted name
     assert hooked <= checked
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import threading
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -29,11 +30,14 @@ _lock = threading.RLock()
 
 
 # (class, name) -> the exact object found in the class __dict__ (or ABSENT)
-_originals: dict[tuple[type, str], Any] = {}
+#: What a hook is found on: a class, or a module for a module-level function.
+Owner = type | types.ModuleType
+
+_originals: dict[tuple[Owner, str], Any] = {}
 
 
 # (class, name) -> the object we set there
-_installed: dict[tuple[type, str], Any] = {}
+_installed: dict[tuple[Owner, str], Any] = {}
 
 
 def _hook_table() -> tuple[Hook, ...]:
@@ -50,10 +54,10 @@ def installed() -> bool:
 
 # hook -> (class, the object found for it); every record_trace() installs anew, and
 # importing, getattr_static and signatures cost more than the rest of an install.
-_resolved: dict[Hook, tuple[type, Any]] = {}
+_resolved: dict[Hook, tuple[Owner, Any]] = {}
 
 
-def _resolve(hook: Hook) -> tuple[type, Any] | None:
+def _resolve(hook: Hook) -> tuple[Owner, Any] | None:
     """Find the hooked class and method, or None when this rulechef lacks them."""
     known = _resolved.get(hook)
     if known is not None and known[0].__dict__.get(hook.name, ABSENT) is known[1]:
@@ -64,10 +68,11 @@ def _resolve(hook: Hook) -> tuple[type, Any] | None:
     return found
 
 
-def _look_up(hook: Hook) -> tuple[type, Any] | None:
-    module_name, class_name = hook.owner.split(":")
+def _look_up(hook: Hook) -> tuple[Owner, Any] | None:
+    module_name, _, class_name = hook.owner.partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        module = importlib.import_module(module_name)
+        cls = getattr(module, class_name) if class_name else module
         method = inspect.getattr_static(cls, hook.name)
     except (ImportError, AttributeError):
         return None
@@ -114,7 +119,7 @@ def _install() -> None:
         _warn_missing(missing)
 
 
-def _install_one(cls: type, hook: Hook, method: Any) -> None:
+def _install_one(cls: Owner, hook: Hook, method: Any) -> None:
     is_static = isinstance(method, staticmethod)
     func = method.__func__ if is_static else method
     original = cls.__dict__.get(hook.name, ABSENT)
@@ -136,7 +141,7 @@ def _warn_missing(missing: list[Hook]) -> None:
         "rulechef_trace: rulechef %s lacks (or changed) %s; these events will be missing: %s. "
         "Everything else is traced.",
         rulechef_version(),
-        ", ".join(h.owner.split(":")[1] + "." + h.name for h in missing),
+        ", ".join(f"{h.where}.{h.name}" for h in missing),
         "; ".join(h.feeds for h in missing),
     )
 
@@ -148,10 +153,10 @@ def _uninstall() -> None:
         if cls.__dict__.get(name) is not _installed[(cls, name)]:
             # Somebody patched over our wrapper; removing theirs would break them.
             warn_once(
-                ("foreign", cls.__qualname__, name),
+                ("foreign", _name_of(cls), name),
                 "rulechef_trace: %s.%s was patched again while traced; leaving that patch "
                 "in place (our wrapper inside it passes calls straight through)",
-                cls.__qualname__,
+                _name_of(cls),
                 name,
             )
             continue
@@ -161,6 +166,10 @@ def _uninstall() -> None:
             setattr(cls, name, original)
     _originals.clear()
     _installed.clear()
+
+
+def _name_of(owner: Any) -> str:
+    return str(getattr(owner, "__qualname__", None) or owner.__name__)
 
 
 def _live_receivers(signal: NamedSignal) -> int:

@@ -67,6 +67,10 @@ class RunState:
     result: Any = None
     baseline_pending: bool = False
     loaded: list[str] = field(default_factory=list)
+    #: The dev holdout of the refinement, as rulechef's own split made it (refined.holdout).
+    holdout: dict[str, Any] | None = None
+    #: True from refinement's start until rulechef's split of it was seen.
+    split_pending: bool = False
     #: The rules a run ends with when they are not the chef's (a direct refinement).
     final_rules: list[Any] | None = None
     #: The rule objects seen in this run by id (their facts are read when they move).

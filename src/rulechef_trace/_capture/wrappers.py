@@ -39,11 +39,16 @@ def retire_all() -> None:
 class Hook:
     """One rulechef method replaced while somebody listens."""
 
-    owner: str  #: "module:Class" in rulechef
+    owner: str  #: "module:Class" in rulechef, or "module" for a module-level function
     name: str
     wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
     params: tuple[str, ...]  #: parameters the wrapper relies on
     feeds: str  #: what the reader of a trace misses without it
+
+    @property
+    def where(self) -> str:
+        """The class name, or the module for a module-level function."""
+        return self.owner.rpartition(":")[2]
 
 
 Before = Callable[[RunState, dict[str, Any]], Any]

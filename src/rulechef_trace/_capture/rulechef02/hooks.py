@@ -20,6 +20,7 @@ from rulechef_trace._capture.rulechef02.llm_steps import (
 from rulechef_trace._capture.rulechef02.refine import (
     after_merge_patch,
     after_patch,
+    after_split,
     before_patch,
     on_patch_decision,
 )
@@ -108,6 +109,13 @@ HOOKS: tuple[Hook, ...] = (
         "iteration_evaluated, refined",
     ),
     Hook(
+        "rulechef.splitting",
+        "split_dataset",
+        around("refined", after=after_split),
+        ("holdout_fraction",),
+        "refined.holdout, the split metrics are on",
+    ),
+    Hook(
         _LEARNER,
         "synthesize_patch_ruleset",
         around("patch_decided", before=before_patch, after=after_patch, step=patch_step),
@@ -159,7 +167,7 @@ def hook_table() -> str:
     """The hook table as Markdown (docs/architecture.md holds it; a test keeps them equal)."""
     rows = ["| rulechef method | what a trace misses without it |", "|---|---|"]
     for hook in HOOKS:
-        rows.append(f"| `{hook.owner.split(':')[1]}.{hook.name}` | {hook.feeds} |")
+        rows.append(f"| `{hook.where}.{hook.name}` | {hook.feeds} |")
     rows.append("| `coordinator.guide_refinement` (on the instance, per run) | guided |")
     rows.append("| `coordinator.critique_rules` (on the instance, per run) | critiqued |")
     rows.append("| `coordinator.audit_rules` (on the instance, per run) | proposed audit actions |")

@@ -52,36 +52,35 @@ def refine_in_run(
     state.max_iterations = bound.arguments.get("max_iterations") or 0
     state.iteration = 0
     state.stop_hint = None
-    holdout = guard(state, "holdout", _holdout, bound.arguments)
-    state.metric_split = "dev" if holdout and holdout.get("used") else "all"
-    result = original(*bound.args, **bound.kwargs)
-    guard(state, "refined", _after_refine, state, result, holdout)
+    state.holdout, state.split_pending, state.metric_split = None, True, "all"
+    try:
+        result = original(*bound.args, **bound.kwargs)
+    finally:
+        state.split_pending = False
+    guard(state, "refined", _after_refine, state, result, state.holdout)
     return result
 
 
-def _holdout(arguments: dict[str, Any]) -> dict[str, Any] | None:
-    """The dev holdout asked for and whether rulechef made it (None when none was asked).
+def after_split(state: RunState, args: dict[str, Any], result: Any, context: None) -> None:
+    """rulechef's own train/dev split of the refinement: whether a holdout was made.
 
-    rulechef skips the split, and refines on the training data only, when the
-    dev set would be too small; it says so only in a print. Its split is
-    deterministic (seeded, the dataset unchanged), so doing it once more
-    gives the very sizes rulechef used.
+    rulechef skips the holdout, and refines on the training data only, when
+    the dev set would be too small; it says so only in a print. Its split
+    is collected here, never made again.
     """
-    fraction = arguments.get("holdout_fraction") or 0.0
+    if not state.split_pending:
+        return  # the pipeline's later split for re-stamping rule stats
+    state.split_pending = False
+    fraction = args.get("holdout_fraction") or 0.0
     if not isinstance(fraction, (int, float)) or fraction <= 0:
-        return None
-    from rulechef.splitting import split_dataset
-
-    try:
-        _, dev = split_dataset(arguments["dataset"], fraction, seed=arguments.get("split_seed", 42))
-    except Exception:  # never let a check of ours break the user's run
-        logger.debug("rulechef_trace: holdout check failed", exc_info=True)
-        return {"fraction": fraction, "used": None, "dev_examples": None}
-    return {
+        return
+    dev = result[1] if isinstance(result, tuple) and len(result) == 2 else None
+    state.holdout = {
         "fraction": fraction,
         "used": dev is not None,
         "dev_examples": len(dev.examples) if dev is not None else 0,
     }
+    state.metric_split = "dev" if dev is not None else "all"
 
 
 def _iteration_callback(
