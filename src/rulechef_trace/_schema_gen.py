@@ -54,7 +54,8 @@ def branch(event: EventType) -> dict[str, Any]:
     properties = {**(_MOVES if event.moves_rules else {}), **event.properties}
     if properties:
         then["properties"] = copy.deepcopy(properties)
-    return {"if": {"properties": {"type": {"const": event.name}}, "required": ["type"]}, "then": then}
+    when = {"properties": {"type": {"const": event.name}}, "required": ["type"]}
+    return {"if": when, "then": then}
 
 
 def generated(
