@@ -584,10 +584,9 @@ def _note_pruned(trace: Trace, rid: str, event: Mapping[str, Any]) -> tuple[str,
 
 _SILENT = Note()
 
-#: The event types that say something about rules they neither added nor
-#: removed. Every other type, a new one included, is silent about those; the
-#: rules it adds or removes get a step from its type and catalogue doc
-#: (:func:`_generic`), which tests/test_event_catalogue.py drives.
+#: The event types that say something about rules they neither added nor removed; any
+#: other type (a new one too) says nothing of those, and the rules it adds or removes
+#: get steps from its type and catalogue doc (_generic; tests/test_event_catalogue.py).
 NOTES: dict[str, Note] = {
     "critiqued": Note(_note_critic),
     "patch_decided": Note(_note_rejected),
