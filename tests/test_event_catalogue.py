@@ -12,7 +12,7 @@ to the catalogue alone, and check what it does.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from importlib import resources
 from types import SimpleNamespace
 from typing import Any
@@ -72,11 +72,11 @@ def reader_gaps(catalogue: Iterable[EventType], shipped: dict[str, Any]) -> list
 
 
 @pytest.fixture
-def fake_declared(monkeypatch: pytest.MonkeyPatch) -> Iterator[EventType]:
+def fake_declared(monkeypatch: pytest.MonkeyPatch) -> EventType:
     """FAKE added to the catalogue (the readers look types up there), for this test only."""
     monkeypatch.setattr(events, "CATALOGUE", (*CATALOGUE, FAKE))
     monkeypatch.setitem(events._BY_NAME, FAKE.name, FAKE)
-    yield FAKE
+    return FAKE
 
 
 # --- what each reader lacks ---------------------------------------------------------
@@ -108,10 +108,10 @@ def test_a_type_declared_only_in_the_catalogue_is_named_for_the_describer_and_th
     ]
 
 
-def test_regenerating_the_schema_gives_a_new_type_its_branch_which_validate_applies(
+def test_regenerating_the_schema_gives_a_new_type_its_branch_which_the_checker_enforces(
     fake_declared: EventType, tmp_path: Any
 ) -> None:
-    """The regenerate command writes the fake type's branch; events of it then need its keys."""
+    """write(), the regenerate command, adds the fake type's branch; its events need its keys."""
     copy = tmp_path / "trace-v1.schema.json"
     copy.write_text(_shipped_text(), encoding="utf-8")
     assert write(copy) is True
