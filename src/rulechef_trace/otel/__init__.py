@@ -44,7 +44,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
         'rulechef_trace.otel needs opentelemetry-api: pip install "rulechef-trace[otel]"'
     ) from exc
 
-# _HANDLERS and _LIFECYCLE: the event types the bridge handles (tests/test_event_catalogue.py).
+# _HANDLERS and _LIFECYCLE: the event types with handling of their own (the rest get a span event).
 from rulechef_trace.otel._bridge import _HANDLERS as _HANDLERS
 from rulechef_trace.otel._bridge import _LIFECYCLE as _LIFECYCLE
 from rulechef_trace.otel._bridge import SCOPE, OTelBridge, attach

@@ -395,10 +395,18 @@ def refined(payload: Mapping[str, Any]) -> Attributes:
     )
 
 
-def other(payload: Mapping[str, Any]) -> Attributes:
-    """An event type this bridge does not know (a newer core): its scalars only."""
-    return {
+def other(payload: Mapping[str, Any], moves_rules: bool = False) -> Attributes:
+    """An event type without attributes of its own: its numbers and flags, never text.
+
+    Args:
+        payload: The event's payload.
+        moves_rules: Whether the type moves rules (the catalogue says so);
+            then its rule changes too, as ids and counts, as every
+            rule-moving span carries them.
+    """
+    scalars = {
         f"rulechef.{k}": v
         for k, v in payload.items()
         if k not in ("run_id", "rule_names") and isinstance(v, (bool, int, float))
     }
+    return {**scalars, **clean(_changes(payload))} if moves_rules else scalars

@@ -26,7 +26,7 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
-from rulechef_trace import __version__
+from rulechef_trace import __version__, events
 from rulechef_trace import signals as sig
 from rulechef_trace.otel import _attributes as attrs
 from rulechef_trace.otel import _current, _llm
@@ -536,9 +536,20 @@ def _on_llm_called(bridge: OTelBridge, run: _Run, kind: str, payload: Payload, a
 
 
 def _on_other(bridge: OTelBridge, run: _Run, kind: str, payload: Payload, at: int) -> None:
-    """An event type this bridge does not know (a newer core): scalars only, as an event."""
+    """Any event type without a handler of its own: one span event on the innermost open span.
+
+    The innermost open span is the live step's, else the refine loop's, else
+    the run's. The event carries the payload's numbers and flags and, for a
+    type the catalogue says moves rules, its rule changes (ids and counts);
+    never text. A type a newer core sends, unknown to the catalogue, gets the
+    numbers and flags only.
+    """
+    try:
+        moves_rules = events.by_name(kind).moves_rules
+    except KeyError:
+        moves_rules = False
     span = otel_trace.get_current_span(run.parent())
-    span.add_event(f"rulechef.{kind}", attributes=attrs.other(payload), timestamp=at)
+    span.add_event(f"rulechef.{kind}", attributes=attrs.other(payload, moves_rules), timestamp=at)
 
 
 def mark_failed(span: Span, error: Mapping[str, Any], at: int) -> None:
@@ -557,6 +568,8 @@ def mark_failed(span: Span, error: Mapping[str, Any], at: int) -> None:
 # Handled by the bridge itself: they open and close the run span.
 _LIFECYCLE = ("run_started", "finalized")
 
+#: The event types with a span (or span event) of their own; every other type,
+#: a new one included, gets _on_other's span event (tests/test_event_catalogue.py).
 _HANDLERS: dict[str, Handler] = {
     "llm_called": _on_llm_called,
     "synthesized": _step_event("synthesis", "rulechef.synthesize", attrs.synthesized),

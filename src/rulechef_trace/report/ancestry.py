@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rulechef_trace import events
 from rulechef_trace.report._plain import Plain
 from rulechef_trace.report.numbers import points
 from rulechef_trace.trace import Trace, TraceError
@@ -432,7 +433,7 @@ def _added_text(index: _Index, rid: str, event: Mapping[str, Any]) -> tuple[str,
         return text, tuple(olds)
     if kind == "rules_edited":
         return f"added by {_say(event.get('method'))}()", ()
-    return f"added ({kind})", ()
+    return f"added by {_generic(kind)}", ()
 
 
 def _removed_text(index: _Index, rid: str, event: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
@@ -448,7 +449,18 @@ def _removed_text(index: _Index, rid: str, event: Mapping[str, Any]) -> tuple[st
         return "dropped: a full re-synthesis replaced every rule", ()
     if kind == "rules_edited":
         return f"removed by {_say(event.get('method'))}()", ()
-    return _removed_by_patch(index.trace, rid, event)
+    if kind in ("synthesized", "patch_decided"):
+        return _removed_by_patch(index.trace, rid, event)
+    return f"removed by {_generic(kind)}", ()
+
+
+def _generic(kind: Any) -> str:
+    """A type with no sentence of its own: ``name (its catalogue doc)``, or the name alone."""
+    try:
+        doc = events.by_name(str(kind)).doc.strip().rstrip(".")
+    except KeyError:
+        return _say(kind)
+    return f"{kind} ({doc[:1].lower()}{doc[1:]})" if doc else str(kind)
 
 
 def _removed_by_audit(
@@ -572,20 +584,15 @@ def _note_pruned(trace: Trace, rid: str, event: Mapping[str, Any]) -> tuple[str,
 
 _SILENT = Note()
 
-#: One entry per event type of the catalogue (tests/test_event_catalogue.py checks it).
+#: The event types that say something about rules they neither added nor removed; any
+#: other type (a new one too) says nothing of those, and the rules it adds or removes
+#: get steps from its type and catalogue doc (_generic; tests/test_event_catalogue.py).
 NOTES: dict[str, Note] = {
-    "run_started": _SILENT,
-    "llm_called": _SILENT,
-    "synthesized": _SILENT,
-    "iteration_evaluated": _SILENT,
     "critiqued": Note(_note_critic),
-    "guided": _SILENT,
     "patch_decided": Note(_note_rejected),
     "audit_applied": Note(_note_audit, every_rule=True),
     "pruned": Note(_note_pruned, every_rule=True),
     "refined": Note(_note_refined, every_rule=True),
-    "rules_edited": _SILENT,
-    "finalized": _SILENT,
 }
 
 
