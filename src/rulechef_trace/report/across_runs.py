@@ -259,12 +259,11 @@ def _unseen(trace: Trace, rid: str) -> list[RunStep]:
     changed = events[0].get("changed_since") if events else None
     if not isinstance(changed, dict):
         return []
+    after = f" after run {short_id(changed['run'])}" if changed.get("run") else ""
     found = []
-    for key, action, text in (
-        ("added", "added_unseen", "added while no hook listened (found at this run's start)"),
-        ("removed", "removed_unseen", "removed while no hook listened (found at this run's start)"),
-    ):
+    for key, action in (("added", "added_unseen"), ("removed", "removed_unseen")):
         if rid in (changed.get(key) or ()):
+            text = f"{key} while no hook listened{after} (found at this run's start)"
             found.append(
                 RunStep(short_id(trace.run_id), trace.kind, _started(trace), action, None, text)
             )
