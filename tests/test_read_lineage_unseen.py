@@ -1,4 +1,4 @@
-"""Rule changes no hook saw, followed across kept runs; a loaded trace's lineage names its makers."""
+"""Rule changes no hook saw, across kept runs; a loaded trace's lineage names its creating runs."""
 
 from __future__ import annotations
 
