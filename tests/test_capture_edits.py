@@ -120,10 +120,13 @@ def test_learn_edit_unseen_delete_learn_names_the_learning_run_and_the_unseen_ch
         "edits": [edit_run.run_id],
     }
     assert validate(second) == [] and replay(second) == second.final_rules
+    # The removed rule keeps its name in the new trace's table (read from the kept trace).
+    assert second.name_of(first[1]) == learned.name_of(first[1]) != first[1]
     assert [load_trace(f).kind for f in history(tmp_path)] == ["learn", "edit", "learn"]
     story = " ".join(render_trace(second).split())  # one line: the story wraps at 78 columns
     assert f"changed while no hook listened: +0 −1 against run {edit_run.run_id[:12]}" in story
     assert f"learning run {learned.run_id[:12]}, then recorded run {edit_run.run_id[:12]}" in story
+    assert f"removed {learned.name_of(first[1])}" in story
 
 
 def test_a_recorder_that_wrote_the_last_trace_names_the_learning_run_too(tmp_path: Path) -> None:

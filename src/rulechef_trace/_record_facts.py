@@ -21,7 +21,7 @@ from rulechef_trace.trace import history_dir
 
 logger = logging.getLogger("rulechef_trace")
 
-__all__ = ["add_cost", "changed_since", "check_prices", "pruned_run"]
+__all__ = ["add_cost", "changed_since", "check_prices", "pruned_run", "unseen_names"]
 
 Prices = dict[str, tuple[float, ...]]
 
@@ -137,6 +137,29 @@ def _descent(folder: Path, dataset: str, run_id: str) -> tuple[str | None, list[
             return rid, later[::-1]
         later.append(rid)
     return None, later[::-1]
+
+
+def unseen_names(
+    folder: Path, dataset: str, changed: Mapping[str, Any], names: Any
+) -> dict[str, Any]:
+    """``run_started.rule_names`` with the names of the rules ``changed`` says were removed.
+
+    A removed rule is no longer among the chef's rules, so the payload does not
+    name it; the kept trace it was compared against does. Without its name the
+    new trace's rule table would hold a bare id (read only when something changed).
+    """
+    table = dict(names) if isinstance(names, Mapping) else {}
+    missing = [rid for rid in changed.get("removed") or () if rid not in table]
+    for trace in _kept(folder, dataset) if missing else ():
+        if trace["run"]["id"] != changed.get("run"):
+            continue
+        kept = trace.get("rules")
+        for rid in missing:
+            entry = kept.get(rid) if isinstance(kept, dict) else None
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                table[rid] = entry["name"]
+        break
+    return table
 
 
 def pruned_run(folder: Path, dataset: str) -> str | None:
