@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rulechef_trace import load_trace, record_trace, replay, validate
+from rulechef_trace import load_trace, record_trace, render_trace, replay, validate
 from tests.scripted import ScriptedLLM, last_trace, make_chef, rule
 
 
@@ -91,20 +91,77 @@ def test_a_direct_evaluate_and_refine_is_a_refine_run_with_its_patches(tmp_path:
     assert refine.run["params"]["max_iterations"] == 2
 
 
-def test_a_change_no_hook_saw_is_found_at_the_next_runs_start(tmp_path: Path) -> None:
-    """learn, delete_rule (recorded), delete unobserved, learn: changed_since names both."""
+def test_learn_edit_unseen_delete_learn_names_the_learning_run_and_the_unseen_change(
+    tmp_path: Path,
+) -> None:
+    """The issue's Done-when: learn, delete_rule (recorded), delete unobserved, learn.
+
+    The history holds an edit trace that replays; the second learning run's
+    changed_since is measured against that edit (so its deletion is not told
+    again) and names the first learning run, the edit and the unseen deletion.
+    """
     chef = make_chef(tmp_path, ScriptedLLM())
     with record_trace(chef):
         chef.learn_rules(max_refinement_iterations=1)
         first = [r.id for r in chef.dataset.rules]
         chef.delete_rule(first[0])  # recorded: an edit run
-    edit_run = load_trace(history(tmp_path)[-1])
-    assert edit_run.kind == "edit"
+    learned, edit_run = (load_trace(f) for f in history(tmp_path))
+    assert (learned.kind, edit_run.kind) == ("learn", "edit")
+    assert validate(edit_run) == [] and replay(edit_run) == first[1:]
     chef.delete_rule(first[1])  # nobody listening: no trace of it
     with record_trace(chef) as recorder:
         chef.learn_rules(max_refinement_iterations=1)
-    start = last_trace(recorder).events[0]
-    assert start["changed_since"] == {"run": edit_run.run_id, "added": [], "removed": [first[1]]}
+    second = last_trace(recorder)
+    assert second.events[0]["changed_since"] == {
+        "run": edit_run.run_id,
+        "added": [],
+        "removed": [first[1]],
+        "learning_run": learned.run_id,
+        "edits": [edit_run.run_id],
+    }
+    assert validate(second) == [] and replay(second) == second.final_rules
+    # The removed rule keeps its name in the new trace's table (read from the kept trace).
+    assert second.name_of(first[1]) == learned.name_of(first[1]) != first[1]
+    assert [load_trace(f).kind for f in history(tmp_path)] == ["learn", "edit", "learn"]
+    story = " ".join(render_trace(second).split())  # one line: the story wraps at 78 columns
+    assert f"changed while no hook listened: +0 −1 against run {edit_run.run_id[:12]}" in story
+    assert f"learning run {learned.run_id[:12]}, then recorded run {edit_run.run_id[:12]}" in story
+    assert f"removed {learned.name_of(first[1])}" in story
+
+
+def test_a_recorder_that_wrote_the_last_trace_names_the_learning_run_too(tmp_path: Path) -> None:
+    """Inside one recorder (its own note of the last trace), an assignment is found likewise."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    with record_trace(chef) as recorder:
+        chef.learn_rules(max_refinement_iterations=1)
+        first = [r.id for r in chef.dataset.rules]
+        chef.delete_rule(first[0])
+        chef.dataset.rules = []  # no hook sees an assignment
+        chef.learn_rules(max_refinement_iterations=1)
+    learned, edit_run, second = recorder.traces
+    assert second.events[0]["changed_since"] == {
+        "run": edit_run.run_id,
+        "added": [],
+        "removed": first[1:],
+        "learning_run": learned.run_id,
+        "edits": [edit_run.run_id],
+    }
+
+
+def test_rules_no_kept_run_learned_have_no_learning_run(tmp_path: Path) -> None:
+    """load_rules (recorded), an unseen deletion, learn: learning_run is null, the edit named."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    source = [{**rule("pos words", "good|great", "pos"), "id": "a1b2c3d4", "content": "good"}]
+    source.append({**rule("neg words", "bad", "neg"), "id": "e5f6a7b8", "content": "bad"})
+    with record_trace(chef):
+        chef.load_rules(source)
+    chef.delete_rule("a1b2c3d4")
+    with record_trace(chef) as recorder:
+        chef.learn_rules(max_refinement_iterations=1)
+    (loaded,) = [load_trace(f) for f in history(tmp_path) if load_trace(f).kind == "edit"]
+    changed = last_trace(recorder).events[0]["changed_since"]
+    assert changed["learning_run"] is None
+    assert changed["edits"] == [loaded.run_id] and changed["removed"] == ["a1b2c3d4"]
     assert validate(recorder.last) == []
 
 

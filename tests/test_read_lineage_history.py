@@ -11,7 +11,7 @@ import pytest
 from rulechef_trace import Trace, load_trace, record_trace
 from rulechef_trace.cli import main
 from rulechef_trace.report import history, render_history
-from rulechef_trace.report.across_runs import history_beside, lineage_across, short_id
+from rulechef_trace.report.across_runs import history_beside, lineage_across_runs, short_id
 from rulechef_trace.report.ancestry import lineage
 from tests.scripted import DATA, ScriptedLLM, make_chef
 
@@ -49,7 +49,7 @@ def test_lineage_across_runs_names_the_run_and_step_that_created_a_carried_rule(
 ) -> None:
     """A rule the first run synthesized and later runs carried: created by the first run's step."""
     kept = runs.third.final_rules[0]
-    found = lineage_across(runs.storage, kept)
+    found = lineage_across_runs(runs.storage, kept)
     (rule,) = found.rules
     assert rule.created is not None
     assert rule.created.run_id == short_id(runs.first.run_id) and len(rule.created.run_id) == 12
@@ -65,7 +65,7 @@ def test_lineage_across_runs_names_the_edit_run_that_removed_a_rule(runs: Runs) 
     """The rule delete_rule removed: its last step is the edit run's, action "edited"."""
     (change,) = runs.edit.events_of("rules_edited")
     (gone,) = change["removed"]
-    (rule,) = lineage_across(runs.storage, gone).rules
+    (rule,) = lineage_across_runs(runs.storage, gone).rules
     assert rule.steps[-1].action == "edited"
     assert rule.steps[-1].run_id == short_id(runs.edit.run_id)
     assert not rule.current
@@ -75,7 +75,7 @@ def test_lineage_across_runs_finds_a_rule_by_name(runs: Runs) -> None:
     """A rule name means the newest run's rules of that name."""
     rid = runs.third.final_rules[0]
     name = runs.third.name_of(rid)
-    assert [r.rule_id for r in lineage_across(runs.storage, name).rules] == [rid]
+    assert [r.rule_id for r in lineage_across_runs(runs.storage, name).rules] == [rid]
 
 
 def test_lineage_of_a_file_names_the_kept_run_that_created_its_carried_rules(runs: Runs) -> None:

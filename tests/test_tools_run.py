@@ -108,3 +108,27 @@ def test_the_programs_own_sitecustomize_still_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert marker.read_text() == "yes"
     assert (tmp_path / "store" / "reviews.trace.json").is_file()
+
+
+def test_a_sigterm_to_the_wrapper_is_passed_on_to_the_program(tmp_path: Path) -> None:
+    """kill rulechef-trace run: the program gets the SIGTERM, and its exit status comes back."""
+    import signal
+
+    program = tmp_path / "waits.py"
+    program.write_text(
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(7))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n",
+        encoding="utf-8",
+    )
+    command = [sys.executable, "-m", "rulechef_trace", "run", "--", sys.executable, str(program)]
+    wrapper = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert wrapper.stdout is not None and wrapper.stdout.readline() == "ready\n"
+        wrapper.send_signal(signal.SIGTERM)  # to the wrapper alone, not its process group
+        assert wrapper.wait(timeout=20) == 7
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()
+            wrapper.wait()

@@ -6,6 +6,7 @@ Connect a receiver to any signal below (plain blinker ``connect``) or use
 
 from rulechef_trace import _capture  # noqa: F401  (wires the hooks to the signals)
 from rulechef_trace.recorder import TraceRecorder, record_trace
+from rulechef_trace.report.across_runs import lineage_across_runs
 from rulechef_trace.report.text import print_trace, render_trace
 from rulechef_trace.signals import (
     ALL_SIGNALS,
@@ -51,6 +52,7 @@ __all__ = [
     "finalized",
     "guided",
     "iteration_evaluated",
+    "lineage_across_runs",
     "llm_called",
     "load_trace",
     "namespace",

@@ -21,7 +21,7 @@ from rulechef_trace.trace import history_dir
 
 logger = logging.getLogger("rulechef_trace")
 
-__all__ = ["add_cost", "changed_since", "check_prices", "pruned_run"]
+__all__ = ["add_cost", "changed_since", "check_prices", "pruned_run", "unseen_names"]
 
 Prices = dict[str, tuple[float, ...]]
 
@@ -73,26 +73,36 @@ def changed_since(
 ) -> dict[str, Any] | None:
     """What changed in the rules since the newest kept trace of ``dataset``, if anything.
 
+    The comparison is against the newest kept trace of any kind, so a change a
+    recorded ``edit`` run already holds is not reported again; the answer also
+    names the learning run the rules descend from and the recorded runs since.
+
     Args:
         folder: The storage folder.
         dataset: The dataset's name.
         rules: The rule ids the new run starts with.
         known: (run id, final rule ids) of that trace when the caller wrote it
-            itself; the history folder is read only without it.
+            itself; the history folder is then read only when something changed.
 
     Returns:
-        ``{"run": that trace's run id, "added": [...], "removed": [...]}``, or
-        ``None`` when nothing changed or no readable trace is kept.
+        ``{"run": that trace's run id, "added": [...], "removed": [...],
+        "learning_run": id or None, "edits": [ids]}``, or ``None`` when
+        nothing changed or no readable trace is kept.
     """
     if known is not None:
-        return _difference(known[0], known[1], rules)
-    for trace in _kept(folder, dataset):
-        try:
-            final = [r["id"] for r in trace["final"]["rules"]]
-        except (KeyError, TypeError):
-            continue
-        return _difference(trace["run"]["id"], final, rules)
-    return None
+        changed = _difference(known[0], known[1], rules)
+    else:
+        changed = None
+        for trace in _kept(folder, dataset):
+            try:
+                final = [r["id"] for r in trace["final"]["rules"]]
+            except (KeyError, TypeError):
+                continue
+            changed = _difference(trace["run"]["id"], final, rules)
+            break
+    if changed is not None:
+        changed["learning_run"], changed["edits"] = _descent(folder, dataset, changed["run"])
+    return changed
 
 
 def _difference(run_id: str, final: list[str], rules: list[str]) -> dict[str, Any] | None:
@@ -104,6 +114,52 @@ def _difference(run_id: str, final: list[str], rules: list[str]) -> dict[str, An
         "added": [rid for rid in rules if rid not in before],
         "removed": [rid for rid in final if rid not in after],
     }
+
+
+#: Kinds of run that learn rules; the others (edit, rank_rules) change learned ones.
+_LEARNING = ("learn", "refine")
+
+
+def _descent(folder: Path, dataset: str, run_id: str) -> tuple[str | None, list[str]]:
+    """The newest kept learning run up to ``run_id``, and the kept runs after it, oldest first.
+
+    Read only when something changed unseen (rare), so reading a few kept
+    traces here costs the common run start nothing.
+    """
+    later: list[str] = []
+    reached = False
+    for trace in _kept(folder, dataset):
+        rid = str(trace["run"]["id"])
+        reached = reached or rid == run_id
+        if not reached:
+            continue  # written after that trace, by another recorder or process
+        if trace["run"].get("kind") in _LEARNING:
+            return rid, later[::-1]
+        later.append(rid)
+    return None, later[::-1]
+
+
+def unseen_names(
+    folder: Path, dataset: str, changed: Mapping[str, Any], names: Any
+) -> dict[str, Any]:
+    """``run_started.rule_names`` with the names of the rules ``changed`` says were removed.
+
+    A removed rule is no longer among the chef's rules, so the payload does not
+    name it; the kept trace it was compared against does. Without its name the
+    new trace's rule table would hold a bare id (read only when something changed).
+    """
+    table = dict(names) if isinstance(names, Mapping) else {}
+    missing = [rid for rid in changed.get("removed") or () if rid not in table]
+    for trace in _kept(folder, dataset) if missing else ():
+        if trace["run"]["id"] != changed.get("run"):
+            continue
+        kept = trace.get("rules")
+        for rid in missing:
+            entry = kept.get(rid) if isinstance(kept, dict) else None
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                table[rid] = entry["name"]
+        break
+    return table
 
 
 def pruned_run(folder: Path, dataset: str) -> str | None:

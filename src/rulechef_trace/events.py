@@ -114,7 +114,26 @@ CATALOGUE: tuple[EventType, ...] = (
                 "of the dataset (written by a recorder)",
                 "type": "object",
                 "required": ["run", "added", "removed"],
-                "properties": {"run": {"type": "string"}, "added": _IDS, "removed": _IDS},
+                "properties": {
+                    "run": {
+                        "description": "the id of the newest kept trace of the dataset, the one "
+                        "compared against",
+                        "type": "string",
+                    },
+                    "added": _IDS,
+                    "removed": _IDS,
+                    "learning_run": {
+                        "description": "the id of the newest kept learn or refine run up to "
+                        "run, the run the rules descend from; null when none is kept",
+                        "type": ["string", "null"],
+                    },
+                    "edits": {
+                        "description": "the ids of the kept edit and rank_rules runs after "
+                        "learning_run, oldest first (the last is run unless run is learning_run)",
+                        "type": "array",
+                        "items": {"type": "string"},
+                    },
+                },
             },
             "after": {
                 "description": "a rank_rules run: the id of the newest kept learning run of the "

@@ -17,7 +17,13 @@ from typing import IO, Any
 import orjson
 
 from rulechef_trace import signals as sig
-from rulechef_trace._record_facts import add_cost, changed_since, check_prices, pruned_run
+from rulechef_trace._record_facts import (
+    add_cost,
+    changed_since,
+    check_prices,
+    pruned_run,
+    unseen_names,
+)
 from rulechef_trace._text import describe_exception, safe_str
 from rulechef_trace.trace import (
     FORMAT,
@@ -204,6 +210,8 @@ class TraceRecorder:
             )
             if changed is not None:
                 event["changed_since"] = changed
+                names = event.get("rule_names")  # the removed rules' names, from that trace
+                event["rule_names"] = unseen_names(folder, dataset, changed, names)
             after = pruned_run(folder, dataset) if event.get("kind") == "rank_rules" else None
             if after is not None:
                 event["after"] = after

@@ -88,7 +88,14 @@ class ReplayError(TraceError):
 
 
 class Trace(dict[str, Any]):
-    """One recorded run: the v1 JSON data itself, plus read-only helpers."""
+    """One recorded run: the v1 JSON data itself, plus read-only helpers.
+
+    Attributes:
+        source: The file :func:`load_trace` read it from; None for a trace
+            built in memory (a recorder's, :func:`build_trace`'s).
+    """
+
+    source: Path | None = None
 
     @property
     def run(self) -> dict[str, Any]:
@@ -161,14 +168,19 @@ class Trace(dict[str, Any]):
     def lineage(self, rule: str | None = None) -> list[Any]:
         """Return how a rule (id or name; every final rule when None) came to be.
 
-        See :func:`rulechef_trace.analysis.lineage`.
+        See :func:`rulechef_trace.report.lineage`. When the trace was read from
+        a file whose history folder (``<dataset>.traces``) is beside it, or
+        from a kept run in that folder, each rule carried in from an earlier
+        run names the kept run that created it (``created_by``), as
+        ``rulechef-trace lineage FILE`` does.
 
         Raises:
             UnknownRuleError: when the trace knows no such rule.
         """
-        from rulechef_trace.analysis import lineage  # analysis builds on this module
+        from rulechef_trace.report.across_runs import lineage_beside  # the reports build on this
 
-        return list(lineage(self, rule))
+        tree, _ = lineage_beside(self, rule, self.source)
+        return list(tree)
 
     def name_of(self, rule_id: str) -> str:
         """Return a rule's name, or its id when the trace does not know it."""
@@ -373,6 +385,7 @@ def load_trace(path: str | Path, *, max_bytes: int | None = None) -> Trace:
     problems = validate(trace)
     if problems:
         raise TraceError(problems[0], p)
+    trace.source = p
     return trace
 
 

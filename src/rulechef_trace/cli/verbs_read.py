@@ -31,7 +31,6 @@ from rulechef_trace.report import (
     UnknownRuleError,
     diff,
     history,
-    lineage,
     render_diff,
     render_history,
     render_lineage,
@@ -40,8 +39,8 @@ from rulechef_trace.report import (
 from rulechef_trace.report.across_runs import (
     find_trace,
     has_history,
-    history_beside,
-    lineage_across,
+    lineage_across_runs,
+    lineage_beside,
     render_lineage_across,
 )
 from rulechef_trace.trace import TraceError, TraceReadError, load_trace
@@ -102,7 +101,7 @@ def add_show(verbs: Verbs) -> None:
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
     if has_history(args.path):
-        found = lineage_across(args.path, args.rule, dataset=args.dataset)
+        found = lineage_across_runs(args.path, args.rule, dataset=args.dataset)
         if args.json:
             out_json(found.to_dict())
         else:
@@ -110,10 +109,9 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
         return EXIT_OK
     trace = load_trace(args.path)
     try:
-        tree = lineage(trace, args.rule)
+        tree, earlier = lineage_beside(trace, args.rule, args.path)
     except UnknownRuleError as exc:
         raise UnknownRuleError(exc.rule, args.path) from None
-    earlier = history_beside(args.path, trace, tree)
     if args.json:
         out_json({"lineage": [item.to_dict() for item in tree], "created_by": earlier})
     else:

@@ -1,4 +1,4 @@
-"""Rules and runs across a dataset's kept history: :func:`lineage_across`, :func:`find_trace`.
+"""Rules and runs across a dataset's kept history: :func:`lineage_across_runs`, :func:`find_trace`.
 
 Every kept run of a dataset is ``<storage>/<dataset>.traces/*.trace.json``;
 read oldest first, they tell which run (and which step of it) created a rule
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rulechef_trace._text import clean, shorten
 from rulechef_trace.report._plain import Plain
-from rulechef_trace.report.ancestry import RuleLineage, UnknownRuleError, _Index
+from rulechef_trace.report.ancestry import RuleLineage, UnknownRuleError, _Index, lineage
 from rulechef_trace.report.kept_runs import _history_dirs
 from rulechef_trace.trace import Trace, TraceError, file_stem, load_trace
 
@@ -29,7 +29,8 @@ __all__ = [
     "has_history",
     "history_beside",
     "kept_traces",
-    "lineage_across",
+    "lineage_across_runs",
+    "lineage_beside",
     "render_lineage_across",
     "short_id",
 ]
@@ -164,7 +165,7 @@ class RuleAcross(Plain):
 
 @dataclass(frozen=True)
 class AcrossLineage(Plain):
-    """The answer of :func:`lineage_across`.
+    """The answer of :func:`lineage_across_runs`.
 
     Attributes:
         folder: The folder read.
@@ -179,16 +180,27 @@ class AcrossLineage(Plain):
     rules: list[RuleAcross] = field(default_factory=list)
 
 
-def lineage_across(
+def lineage_across_runs(
     folder: str | Path, rule: str | None = None, *, dataset: str | None = None
 ) -> AcrossLineage:
-    """Follow rules through every kept run of a dataset, oldest first.
+    """Follow rules through every kept run of a dataset, oldest first (``lineage STORAGE_DIR``).
+
+    For each rule: the run (its 12-character id) and step that created it,
+    and every later run that restored, replaced, merged, edited (an ``edit``
+    run) or pruned it; a change no hook saw is a step ``added_unseen`` or
+    ``removed_unseen`` of the run that found it at its start
+    (``run_started.changed_since``). One trace's own story of a rule is
+    :meth:`rulechef_trace.Trace.lineage`.
 
     Args:
         folder: A storage folder, or one ``<dataset>.traces`` folder.
         rule: A rule id, an id prefix of 8 or more characters, or a name; None
             for every rule the newest kept run ended with.
         dataset: The dataset (needed when the storage folder holds several).
+
+    Returns:
+        The folder, the dataset, the kept run ids read and one
+        :class:`RuleAcross` per rule; :func:`render_lineage_across` prints it.
 
     Raises:
         TraceError: no kept runs, or several datasets and none named.
@@ -259,12 +271,11 @@ def _unseen(trace: Trace, rid: str) -> list[RunStep]:
     changed = events[0].get("changed_since") if events else None
     if not isinstance(changed, dict):
         return []
+    after = f" after run {short_id(changed['run'])}" if changed.get("run") else ""
     found = []
-    for key, action, text in (
-        ("added", "added_unseen", "added while no hook listened (found at this run's start)"),
-        ("removed", "removed_unseen", "removed while no hook listened (found at this run's start)"),
-    ):
+    for key, action in (("added", "added_unseen"), ("removed", "removed_unseen")):
         if rid in (changed.get(key) or ()):
+            text = f"{key} while no hook listened{after} (found at this run's start)"
             found.append(
                 RunStep(short_id(trace.run_id), trace.kind, _started(trace), action, None, text)
             )
@@ -337,6 +348,51 @@ def history_beside(
     return found
 
 
+def lineage_beside(
+    trace: Trace, rule: str | None = None, path: str | Path | None = None
+) -> tuple[list[RuleLineage], dict[str, dict[str, Any]]]:
+    """``lineage FILE``: a trace's lineage, each carried rule naming the kept run that created it.
+
+    Args:
+        trace: The trace.
+        rule: A rule id or name; None for every final rule.
+        path: The file ``trace`` was read from; None when it was not read
+            from a file (then no rule names a creating run).
+
+    Returns:
+        The lineage (:func:`~rulechef_trace.report.ancestry.lineage`), with
+        ``created_by`` set on each carried rule whose creating run
+        :func:`history_beside` found, and that mapping itself.
+
+    Raises:
+        UnknownRuleError: when the trace knows no such rule.
+    """
+    tree = lineage(trace, rule)
+    found = history_beside(path, trace, tree) if path is not None else {}
+    return (_with_creators(tree, found) if found else tree), found
+
+
+def _with_creators(tree: list[RuleLineage], found: dict[str, dict[str, Any]]) -> list[RuleLineage]:
+    """The same lineage with ``created_by`` filled in (rebuilt bottom-up: the nodes are frozen)."""
+    done: dict[int, RuleLineage] = {}
+    for root in tree:
+        stack: list[tuple[RuleLineage, bool]] = [(root, False)]
+        while stack:  # iterative: ancestry may be thousands of merges deep
+            node, ready = stack.pop()
+            if id(node) in done:
+                continue
+            if not ready:
+                stack.append((node, True))
+                stack.extend((parent, False) for parent in node.parents)
+                continue
+            done[id(node)] = replace(
+                node,
+                parents=tuple(done[id(parent)] for parent in node.parents),
+                created_by=None if node.shown_above else found.get(node.rule_id),
+            )
+    return [done[id(root)] for root in tree]
+
+
 def _carried(tree: list[RuleLineage]) -> set[str]:
     found: set[str] = set()
     stack = list(tree)
@@ -358,7 +414,7 @@ def _count(n: int, word: str) -> str:
 
 
 def render_lineage_across(result: AcrossLineage) -> str:
-    """Render :func:`lineage_across`'s answer: per rule, the run and step of each change."""
+    """Render :func:`lineage_across_runs`'s answer: per rule, the run and step of each change."""
     lines = [
         "=" * _WIDTH,
         f"RULECHEF LINEAGE ACROSS RUNS  {shorten(result.dataset, 40)}  "

@@ -88,6 +88,9 @@ class RuleLineage(Plain):
         parents: Lineages of the rules it replaced or was merged from.
         shown_above: The rule's steps and ancestors were already told earlier
             in the same answer; ``steps`` and ``parents`` are empty here.
+        created_by: For a ``carried`` rule of a trace read from a file with
+            its history folder beside it: the kept run that created it
+            (``run``, ``kind``, ``started_at``, ``seq``, ``text``); else None.
     """
 
     rule_id: str
@@ -98,6 +101,7 @@ class RuleLineage(Plain):
     relation: str | None = None
     parents: tuple[RuleLineage, ...] = ()
     shown_above: bool = False
+    created_by: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the data as plain dicts and lists (JSON-ready), however deep the ancestry."""

@@ -66,7 +66,8 @@ def render_lineage(
         trace: The trace the lineages come from (for the header).
         lineages: What :func:`~rulechef_trace.report.ancestry.lineage` returned.
         created_by: For rules carried in: the kept run that created each
-            (:func:`~rulechef_trace.report.across_runs.history_beside`).
+            (:func:`~rulechef_trace.report.across_runs.history_beside`); a
+            rule's own ``created_by`` is shown when this has none for it.
     """
     run = trace.run
     title = (
@@ -92,7 +93,7 @@ def _lineage_lines(root: RuleLineage, created_by: Mapping[str, Mapping[str, Any]
     while stack:  # iterative: ancestry may be thousands of merges deep
         item, depth, via = stack.pop()
         lines += _rule_lines(item, depth, via)
-        maker = created_by.get(item.rule_id) if not item.shown_above else None
+        maker = None if item.shown_above else created_by.get(item.rule_id) or item.created_by
         if maker is not None:
             pad = "  " * (depth + 2)
             lines += _wrap(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rulechef_trace.report.across_runs import short_id
 from rulechef_trace.report.llm import failure_text, step_llm
 from rulechef_trace.report.numbers import number, pct, points, whole
 from rulechef_trace.report.task_metrics import TRANSFORMATION, headline, task_type
@@ -181,7 +182,34 @@ def _rules_edited(t: Trace, e: Mapping[str, Any]) -> Step:
 
 
 def _run_started(t: Trace, e: Mapping[str, Any]) -> Step:
-    return Step(((f"run started with {len(_ids(e.get('rules')))} rules",),))
+    lines: list[Line] = [(f"run started with {len(_ids(e.get('rules')))} rules",)]
+    changed = _mapping(e.get("changed_since"))
+    if changed:
+        lines.append(
+            (
+                f"changed while no hook listened: {change(changed)} "
+                f"against run {short_id(changed.get('run'))}",
+            )
+        )
+        for key, verb in (("added", "added "), ("removed", "removed ")):
+            if _ids(changed.get(key)):
+                lines.append((verb, *names(t, changed.get(key))))
+        lines += _descent(changed)
+    return Step(tuple(lines))
+
+
+def _descent(changed: Mapping[str, Any]) -> list[Line]:
+    """Which learning run the rules descend from, and the recorded runs since (old traces: none)."""
+    if "learning_run" not in changed:
+        return []
+    learned = changed.get("learning_run")
+    edits = [short_id(rid) for rid in _ids(changed.get("edits"))]
+    since = (
+        f", then recorded run{'s' if len(edits) > 1 else ''} {', '.join(edits)}" if edits else ""
+    )
+    if learned is None:
+        return [(f"no kept learning run before that{since}",)]
+    return [(f"the rules come from learning run {short_id(learned)}{since}",)]
 
 
 def _synthesized(t: Trace, e: Mapping[str, Any]) -> Step:
