@@ -168,6 +168,9 @@ class TraceRecorder:
         self._add_facts(event, sender)
         # Serialised now: whatever a receiver does to the payload later, the record holds this.
         line, coerced = _serialise(event)
+        # Parsed back at once: the record is the file's content, and the bytes are freed
+        # while still warm (kept, each event's bytes cost a fresh allocation).
+        record = orjson.loads(line)
         run_id = str(payload.get("run_id"))
         with self._lock:
             if not self._open:
@@ -179,9 +182,11 @@ class TraceRecorder:
                 run = self._runs[run_id] = _Run()
             run.coerced += coerced
             if signal_name == "finalized":
-                line = _with_count(line, run.coerced)
+                _add_count(record, run.coerced)
                 del self._runs[run_id]
-            run.lines.append(line)
+                if self.stream:
+                    line = orjson.dumps(record)
+            run.records.append(record)
             if self.stream:
                 self._stream_line(run_id, sender, event, line)
         if self.live is not None:
@@ -214,7 +219,7 @@ class TraceRecorder:
 
     def _finish(self, run_id: str, sender: Any, run: _Run) -> None:
         try:
-            trace = build_trace(orjson.loads(line) for line in run.lines)
+            trace = build_trace(run.records)
         except Exception as exc:  # never into the run: the events themselves were odd
             self._write_failed("could not assemble the trace", exc)
             return
@@ -332,9 +337,9 @@ def _reason(exc: BaseException) -> str:
 
 @dataclass
 class _Run:
-    """One run in progress: its events as serialised, and how many values were coerced."""
+    """One run in progress: its events as parsed back from their JSON, and the coerced count."""
 
-    lines: list[bytes] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
     coerced: int = 0
 
 
@@ -352,12 +357,10 @@ def _serialise(value: Any) -> tuple[bytes, int]:
         return orjson.dumps(_jsonable(value, 0, count)), count[0]
 
 
-def _with_count(line: bytes, coerced: int) -> bytes:
-    """The finalized event with the run's count of coerced values in its ``stats``."""
-    event = orjson.loads(line)
-    stats = event.get("stats")
-    event["stats"] = {**(stats if isinstance(stats, dict) else {}), "coerced_values": coerced}
-    return orjson.dumps(event)
+def _add_count(record: dict[str, Any], coerced: int) -> None:
+    """Put the run's count of coerced values in the finalized record's ``stats``."""
+    stats = record.get("stats")
+    record["stats"] = {**(stats if isinstance(stats, dict) else {}), "coerced_values": coerced}
 
 
 def _jsonable(value: Any, depth: int, count: list[int]) -> Any:
