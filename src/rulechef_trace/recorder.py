@@ -399,7 +399,6 @@ def write_atomic(target: Path, data: bytes) -> None:
     Raises:
         OSError: when the folder cannot be created or written.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_temp(target, data)
     try:
         os.replace(tmp, target)
@@ -428,11 +427,10 @@ def write_once(targets: list[Path], data: bytes) -> tuple[list[Path], list[tuple
         OSError: when the data could not be written at all (nothing is named).
     """
     *links, last = targets
-    for folder in {t.parent for t in targets}:
-        folder.mkdir(parents=True, exist_ok=True)
     tmp = _write_temp(last, data)
     written: list[Path] = []
     failed: list[tuple[Path, Exception]] = []
+    renamed = False
     try:
         for target in links:
             try:
@@ -442,11 +440,13 @@ def write_once(targets: list[Path], data: bytes) -> tuple[list[Path], list[tuple
                 failed.append((target, exc))
         try:
             os.replace(tmp, last)
+            renamed = True
             written.append(last)
         except (OSError, ValueError) as exc:
             failed.append((last, exc))
     finally:
-        _discard(tmp)  # gone already when the rename worked
+        if not renamed:  # once renamed, the temporary name is gone
+            _discard(tmp)
     for folder in {t.parent for t in written}:
         _fsync_folder(folder)
     return written, failed
@@ -454,7 +454,11 @@ def write_once(targets: list[Path], data: bytes) -> tuple[list[Path], list[tuple
 
 def _link_or_copy(tmp: str, target: Path, data: bytes) -> None:
     try:
-        os.link(tmp, target, follow_symlinks=False)  # never follows a link planted at target
+        try:
+            os.link(tmp, target, follow_symlinks=False)  # never follows a link planted at target
+        except FileNotFoundError:  # the folder is new: made on demand, not stat'ed every time
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(tmp, target, follow_symlinks=False)
     except OSError:
         write_atomic(target, data)  # EXDEV, EPERM (no hard links), EEXIST: a copy instead
 
@@ -463,16 +467,24 @@ def _write_temp(target: Path, data: bytes) -> str:
     """A fsynced temporary file beside ``target`` holding ``data``, in the old file's mode."""
     fd, tmp = _create_temp(target)
     try:
-        with contextlib.suppress(FileNotFoundError):  # keep a mode the user set (e.g. 600)
-            os.chmod(tmp, stat.S_IMODE(os.stat(target, follow_symlinks=False).st_mode))
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with contextlib.suppress(FileNotFoundError):  # keep a mode the user set (e.g. 600)
+                os.chmod(tmp, stat.S_IMODE(os.stat(target, follow_symlinks=False).st_mode))
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except BaseException:
         _discard(tmp)
         raise
     return tmp
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _discard(tmp: str) -> None:
@@ -488,7 +500,12 @@ def _create_temp(target: Path) -> tuple[int, str]:
     """
     # Not derived from the target's name: a long dataset name must still fit.
     tmp = target.parent / f".rct-{uuid.uuid4().hex}.tmp"
-    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        return os.open(tmp, flags, 0o666), str(tmp)
+    except FileNotFoundError:  # the folder is new: made on demand, not stat'ed every time
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(tmp, flags, 0o666), str(tmp)
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -2,8 +2,10 @@
 
 Every wrapper calls the original exactly once with the caller's arguments; its
 exceptions propagate unchanged. A wrapper remembers the *generation* it was
-made in: :func:`retire_all` (called on uninstall) bumps the generation, so a
-wrapper that another library's patch keeps alive passes calls straight through.
+made in: :func:`retire_all` (called on an uninstall that finds another
+library's patch laid over a hook) bumps the generation, so a wrapper that
+such a patch keeps alive passes calls straight through. Otherwise the
+wrappers stay armed, and the next install sets the same objects again.
 """
 
 from __future__ import annotations
