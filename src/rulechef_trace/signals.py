@@ -206,7 +206,9 @@ class Subscription:
         """Disconnect from every signal."""
         if not self.connected:
             return
-        for signal, receiver in self._receivers.items():
+        # Last signal first: each disconnect asks whether anybody still listens, and the
+        # signals it looks at first are then still connected (one look, not a walk).
+        for signal, receiver in reversed(self._receivers.items()):
             # A plain disconnect: a per-sender one leaves ``receivers`` truthy.
             signal.disconnect(receiver)
         self.connected = False
