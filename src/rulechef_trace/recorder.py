@@ -164,7 +164,10 @@ class TraceRecorder:
         self.detach()
 
     def _receive(self, signal_name: str, sender: Any, /, **payload: Any) -> None:
-        event = {"type": signal_name, **payload}
+        if next(iter(payload), None) == "type" and payload["type"] == signal_name:
+            event = payload  # as emitted: "type" first; this call's own dict, no copy needed
+        else:
+            event = {"type": signal_name, **payload}
         self._add_facts(event, sender)
         # Serialised now: whatever a receiver does to the payload later, the record holds this.
         line, coerced = _serialise(event)
@@ -216,7 +219,7 @@ class TraceRecorder:
     def _finish(self, run_id: str, sender: Any, run: _Run) -> None:
         try:
             # Parsed here, all at once: cheaper than event by event amid the run.
-            records = [orjson.loads(line) for line in run.lines]
+            records = orjson.loads(b"[" + b",".join(run.lines) + b"]")
             if records and records[-1].get("type") == "finalized":
                 _with_count(records[-1], run.coerced)
             trace = build_trace(records)
