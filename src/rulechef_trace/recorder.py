@@ -168,7 +168,8 @@ class TraceRecorder:
             event = payload  # as emitted: "type" first; this call's own dict, no copy needed
         else:
             event = {"type": signal_name, **payload}
-        self._add_facts(event, sender)
+        if self.prices is not None or signal_name == "run_started":
+            self._add_facts(event, sender)
         # Serialised now: whatever a receiver does to the payload later, the record holds this.
         line, coerced = _serialise(event)
         run_id = str(payload.get("run_id"))
@@ -456,13 +457,23 @@ def write_once(targets: list[Path], data: bytes) -> tuple[list[Path], list[tuple
     return written, failed
 
 
+#: History folders this process made or linked into: linked into at once next time (a
+#: folder deleted since is made again when the link says so), others made first.
+_seen_folders: set[Path] = set()
+
+
 def _link_or_copy(tmp: str, target: Path, data: bytes) -> None:
+    folder = target.parent
     try:
+        if folder not in _seen_folders:
+            folder.mkdir(parents=True, exist_ok=True)
         try:
             os.link(tmp, target, follow_symlinks=False)  # never follows a link planted at target
-        except FileNotFoundError:  # the folder is new: made on demand, not stat'ed every time
-            target.parent.mkdir(parents=True, exist_ok=True)
+        except FileNotFoundError:  # deleted since this process last wrote there
+            folder.mkdir(parents=True, exist_ok=True)
             os.link(tmp, target, follow_symlinks=False)
+        if len(_seen_folders) < 1024:  # bounded: a process writing everywhere makes them each time
+            _seen_folders.add(folder)
     except OSError:
         write_atomic(target, data)  # EXDEV, EPERM (no hard links), EEXIST: a copy instead
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rulechef_trace._capture.state import RunState, guard, run_var
+from rulechef_trace._capture.state import RunState, fault, run_var
 
 #: Marks "the class had no attribute of that name" where ``None`` would be a value.
 ABSENT: Any = object()
@@ -91,14 +91,28 @@ def around(
             state = run_var.get()
             if state is None or born != _generation:
                 return original(*args, **kwargs)
-            arguments = (guard(state, what, binder, args, kwargs) or {}) if bind else {}
-            context = guard(state, what, before, state, arguments) if before else None
+            # guard() inlined: these run around every hooked call.
+            arguments: dict[str, Any] = {}
+            if bind:
+                try:
+                    arguments = binder(args, kwargs) or {}
+                except Exception:
+                    fault(state, what)
+            context = None
+            if before is not None:
+                try:
+                    context = before(state, arguments)
+                except Exception:
+                    fault(state, what)
             if step is None:
                 result = original(*args, **kwargs)
             else:
                 result = _in_step(state, what, step, arguments, original, args, kwargs)
             if after is not None:
-                guard(state, what, after, state, arguments, result, context)
+                try:
+                    after(state, arguments, result, context)
+                except Exception:
+                    fault(state, what)
             return result
 
         return hooked
@@ -117,13 +131,21 @@ def _in_step(
 ) -> Any:
     """Call the original inside the step ``step`` names; close it however the call ends."""
     step_of, opener, closer = step
-    spec = guard(state, what, step_of, state, arguments)
-    opened = guard(state, what, opener, state, spec) if spec is not None else None
+    opened = None
+    try:
+        spec = step_of(state, arguments)
+        if spec is not None:
+            opened = opener(state, spec)
+    except Exception:
+        fault(state, what)
     try:
         return original(*args, **kwargs)
     finally:
         if opened is not None:
-            guard(state, what, closer, state, opened)
+            try:
+                closer(state, opened)
+            except Exception:
+                fault(state, what)
 
 
 def bind_all(
