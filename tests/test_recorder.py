@@ -386,6 +386,20 @@ def test_a_learn_run_is_written_once_and_fsynced_once(tmp_path, monkeypatch):
     assert recorder.paths == [kept, latest] and recorder.write_errors == 0
 
 
+def test_folders_that_do_not_exist_yet_are_made_and_linked_not_copied(tmp_path):
+    """A new storage folder and a new history folder: made on demand, still one inode."""
+    import rulechef_trace.recorder as recorder_module
+
+    store = tmp_path / "new" / "store"
+    kept, latest = store / "d.traces" / "x.trace.json", store / "d.trace.json"
+    written, failed = recorder_module.write_once([kept, latest], b"{}")
+    assert failed == [] and written == [kept, latest]
+    assert kept.stat().st_ino == latest.stat().st_ino and latest.read_bytes() == b"{}"
+    recorder_module.write_atomic(tmp_path / "other" / "deep" / "y.json", b"[]")
+    assert (tmp_path / "other" / "deep" / "y.json").read_bytes() == b"[]"
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
 def test_the_next_run_replaces_the_latest_file_and_leaves_the_kept_one(tmp_path):
     """Replacing <dataset>.trace.json by rename unlinks only that name: history stays intact."""
     chef = make_chef(tmp_path, ScriptedLLM())

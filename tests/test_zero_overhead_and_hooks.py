@@ -212,3 +212,17 @@ def test_a_failing_hook_is_logged_and_the_run_goes_on(tmp_path, monkeypatch, cap
         make_chef(tmp_path / "c", ScriptedLLM(patch=[BREAK])).learn_rules(
             max_refinement_iterations=1
         )
+
+
+def test_a_clean_detach_leaves_the_wrappers_for_the_next_attach(tmp_path):
+    """Installing again sets the very wrapper objects of the last install (none made anew)."""
+    chef = make_chef(tmp_path, ScriptedLLM())
+    with record_trace(chef, write=False):
+        first = {key: key[0].__dict__[key[1]] for key in ORIGINALS}
+    assert_rulechef_as_shipped(chef)
+    with record_trace(chef, write=False) as recorder:
+        again = {key: key[0].__dict__[key[1]] for key in ORIGINALS}
+        chef.learn_rules(max_refinement_iterations=2)
+    assert again == first and all(again[k] is first[k] for k in first)
+    assert recorder.last is not None and recorder.last.status == "completed"
+    assert_rulechef_as_shipped(chef)

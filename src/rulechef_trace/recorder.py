@@ -170,8 +170,12 @@ class TraceRecorder:
         self.detach()
 
     def _receive(self, signal_name: str, sender: Any, /, **payload: Any) -> None:
-        event = {"type": signal_name, **payload}
-        self._add_facts(event, sender)
+        if next(iter(payload), None) == "type" and payload["type"] == signal_name:
+            event = payload  # as emitted: "type" first; this call's own dict, no copy needed
+        else:
+            event = {"type": signal_name, **payload}
+        if self.prices is not None or signal_name == "run_started":
+            self._add_facts(event, sender)
         # Serialised now: whatever a receiver does to the payload later, the record holds this.
         line, coerced = _serialise(event)
         run_id = str(payload.get("run_id"))
@@ -185,8 +189,9 @@ class TraceRecorder:
                 run = self._runs[run_id] = _Run()
             run.coerced += coerced
             if signal_name == "finalized":
-                line = _with_count(line, run.coerced)
                 del self._runs[run_id]
+                if self.stream:
+                    line = orjson.dumps(_with_count(orjson.loads(line), run.coerced))
             run.lines.append(line)
             if self.stream:
                 self._stream_line(run_id, sender, event, line)
@@ -222,7 +227,11 @@ class TraceRecorder:
 
     def _finish(self, run_id: str, sender: Any, run: _Run) -> None:
         try:
-            trace = build_trace(orjson.loads(line) for line in run.lines)
+            # Parsed here, all at once: cheaper than event by event amid the run.
+            records = orjson.loads(b"[" + b",".join(run.lines) + b"]")
+            if records and records[-1].get("type") == "finalized":
+                _with_count(records[-1], run.coerced)
+            trace = build_trace(records)
         except Exception as exc:  # never into the run: the events themselves were odd
             self._write_failed("could not assemble the trace", exc)
             return
@@ -360,12 +369,11 @@ def _serialise(value: Any) -> tuple[bytes, int]:
         return orjson.dumps(_jsonable(value, 0, count)), count[0]
 
 
-def _with_count(line: bytes, coerced: int) -> bytes:
-    """The finalized event with the run's count of coerced values in its ``stats``."""
-    event = orjson.loads(line)
-    stats = event.get("stats")
-    event["stats"] = {**(stats if isinstance(stats, dict) else {}), "coerced_values": coerced}
-    return orjson.dumps(event)
+def _with_count(record: dict[str, Any], coerced: int) -> dict[str, Any]:
+    """The finalized record, its ``stats`` given the run's count of coerced values (in place)."""
+    stats = record.get("stats")
+    record["stats"] = {**(stats if isinstance(stats, dict) else {}), "coerced_values": coerced}
+    return record
 
 
 def _jsonable(value: Any, depth: int, count: list[int]) -> Any:
@@ -404,7 +412,6 @@ def write_atomic(target: Path, data: bytes) -> None:
     Raises:
         OSError: when the folder cannot be created or written.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_temp(target, data)
     try:
         os.replace(tmp, target)
@@ -433,11 +440,10 @@ def write_once(targets: list[Path], data: bytes) -> tuple[list[Path], list[tuple
         OSError: when the data could not be written at all (nothing is named).
     """
     *links, last = targets
-    for folder in {t.parent for t in targets}:
-        folder.mkdir(parents=True, exist_ok=True)
     tmp = _write_temp(last, data)
     written: list[Path] = []
     failed: list[tuple[Path, Exception]] = []
+    renamed = False
     try:
         for target in links:
             try:
@@ -447,19 +453,35 @@ def write_once(targets: list[Path], data: bytes) -> tuple[list[Path], list[tuple
                 failed.append((target, exc))
         try:
             os.replace(tmp, last)
+            renamed = True
             written.append(last)
         except (OSError, ValueError) as exc:
             failed.append((last, exc))
     finally:
-        _discard(tmp)  # gone already when the rename worked
+        if not renamed:  # once renamed, the temporary name is gone
+            _discard(tmp)
     for folder in {t.parent for t in written}:
         _fsync_folder(folder)
     return written, failed
 
 
+#: History folders this process made or linked into: linked into at once next time (a
+#: folder deleted since is made again when the link says so), others made first.
+_seen_folders: set[Path] = set()
+
+
 def _link_or_copy(tmp: str, target: Path, data: bytes) -> None:
+    folder = target.parent
     try:
-        os.link(tmp, target, follow_symlinks=False)  # never follows a link planted at target
+        if folder not in _seen_folders:
+            folder.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(tmp, target, follow_symlinks=False)  # never follows a link planted at target
+        except FileNotFoundError:  # deleted since this process last wrote there
+            folder.mkdir(parents=True, exist_ok=True)
+            os.link(tmp, target, follow_symlinks=False)
+        if len(_seen_folders) < 1024:  # bounded: a process writing everywhere makes them each time
+            _seen_folders.add(folder)
     except OSError:
         write_atomic(target, data)  # EXDEV, EPERM (no hard links), EEXIST: a copy instead
 
@@ -468,16 +490,24 @@ def _write_temp(target: Path, data: bytes) -> str:
     """A fsynced temporary file beside ``target`` holding ``data``, in the old file's mode."""
     fd, tmp = _create_temp(target)
     try:
-        with contextlib.suppress(FileNotFoundError):  # keep a mode the user set (e.g. 600)
-            os.chmod(tmp, stat.S_IMODE(os.stat(target, follow_symlinks=False).st_mode))
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with contextlib.suppress(FileNotFoundError):  # keep a mode the user set (e.g. 600)
+                os.chmod(tmp, stat.S_IMODE(os.stat(target, follow_symlinks=False).st_mode))
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except BaseException:
         _discard(tmp)
         raise
     return tmp
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _discard(tmp: str) -> None:
@@ -493,7 +523,12 @@ def _create_temp(target: Path) -> tuple[int, str]:
     """
     # Not derived from the target's name: a long dataset name must still fit.
     tmp = target.parent / f".rct-{uuid.uuid4().hex}.tmp"
-    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        return os.open(tmp, flags, 0o666), str(tmp)
+    except FileNotFoundError:  # the folder is new: made on demand, not stat'ed every time
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(tmp, flags, 0o666), str(tmp)
 
 
 def _fsync_folder(folder: Path) -> None:

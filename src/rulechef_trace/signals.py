@@ -140,13 +140,15 @@ def send_safely(signal: NamedSignal, sender: Any, payload: dict[str, Any]) -> in
         return 0
     errors = 0
     receivers = list(signal.receivers_for(sender))
-    # blinker's order is arbitrary (a set): the package's own subscribers (recorder, OTel
-    # bridge) go first, so no user receiver can change a payload in place before they copy it.
-    receivers.sort(key=lambda r: not isinstance(r, _Own))
+    if len(receivers) > 1:
+        # blinker's order is arbitrary (a set): the package's own subscribers (recorder, OTel
+        # bridge) go first, so no user receiver can change a payload in place before they
+        # copy it.
+        receivers.sort(key=_not_own)
     for receiver in receivers:
         try:
             result = receiver(sender, **payload)
-            if inspect.iscoroutine(result):
+            if result is not None and inspect.iscoroutine(result):
                 result.close()
                 raise TypeError("async receivers are not supported; connect a plain function")
         except Exception:
@@ -173,6 +175,10 @@ def followed() -> list[Any]:
 
 class _Own(partial[None]):
     """A :class:`Subscription`'s receiver; :func:`send_safely` calls these first."""
+
+
+def _not_own(receiver: Any) -> bool:
+    return not isinstance(receiver, _Own)
 
 
 class Subscription:
@@ -206,7 +212,9 @@ class Subscription:
         """Disconnect from every signal."""
         if not self.connected:
             return
-        for signal, receiver in self._receivers.items():
+        # Last signal first: each disconnect asks whether anybody still listens, and the
+        # signals it looks at first are then still connected (one look, not a walk).
+        for signal, receiver in reversed(self._receivers.items()):
             # A plain disconnect: a per-sender one leaves ``receivers`` truthy.
             signal.disconnect(receiver)
         self.connected = False

@@ -219,7 +219,7 @@ def build_trace(events: Iterable[Mapping[str, Any]]) -> Trace:
     Raises:
         TraceError: when there is no ``run_started`` event.
     """
-    raw = sorted((dict(e) for e in events), key=_seq_of)
+    raw = sorted(events, key=_seq_of)  # only read: the records below are new dicts
     ordered = [_event_record(e) for e in raw]
     names: dict[str, dict[str, Any]] = {}
     for event in raw:

@@ -21,7 +21,7 @@ from blinker import NamedSignal
 from rulechef_trace import signals as sig
 from rulechef_trace._capture.rulechef02 import SUPPORTED, rulechef_version, supported
 from rulechef_trace._capture.state import warn_once
-from rulechef_trace._capture.wrappers import ABSENT, Hook, retire_all, signature_of
+from rulechef_trace._capture.wrappers import ABSENT, Hook, generation, retire_all, signature_of
 
 #: Connecting to any of these installs the hooks: the trace events and the step signals.
 _WATCHED = (*sig.ALL_SIGNALS, *sig.STEP_SIGNALS)
@@ -119,6 +119,12 @@ def _install() -> None:
         _warn_missing(missing)
 
 
+# (class, name) -> (the original it wraps, the object set, its wrapper's generation).
+# Every record_trace() installs anew; a wrapper that an uninstall left armed (no foreign
+# patch seen) is set again instead of being made again.
+_made: dict[tuple[Owner, str], tuple[Any, Any, int]] = {}
+
+
 def _install_one(cls: Owner, hook: Hook, method: Any) -> None:
     is_static = isinstance(method, staticmethod)
     func = method.__func__ if is_static else method
@@ -127,11 +133,17 @@ def _install_one(cls: Owner, hook: Hook, method: Any) -> None:
         # A wrapper of ours that another patch put back after we left: unwrap, never nest.
         func = _ours[func]
         original = staticmethod(func) if is_static else func
-    wrapper = hook.wrap(func)
-    _ours[wrapper] = func
-    replacement = staticmethod(wrapper) if is_static else wrapper
-    _originals[(cls, hook.name)] = original
-    _installed[(cls, hook.name)] = replacement
+    key = (cls, hook.name)
+    made = _made.get(key)
+    if made is not None and made[0] is func and made[2] == generation():
+        replacement = made[1]
+    else:
+        wrapper = hook.wrap(func)
+        _ours[wrapper] = func
+        replacement = staticmethod(wrapper) if is_static else wrapper
+        _made[key] = (func, replacement, generation())
+    _originals[key] = original
+    _installed[key] = replacement
     setattr(cls, hook.name, replacement)
 
 
@@ -147,11 +159,11 @@ def _warn_missing(missing: list[Hook]) -> None:
 
 
 def _uninstall() -> None:
-    # Every wrapper made so far turns inert, also one another patch keeps alive.
-    retire_all()
+    foreign = False
     for (cls, name), original in _originals.items():
         if cls.__dict__.get(name) is not _installed[(cls, name)]:
             # Somebody patched over our wrapper; removing theirs would break them.
+            foreign = True
             warn_once(
                 ("foreign", _name_of(cls), name),
                 "rulechef_trace: %s.%s was patched again while traced; leaving that patch "
@@ -166,6 +178,12 @@ def _uninstall() -> None:
             setattr(cls, name, original)
     _originals.clear()
     _installed.clear()
+    if foreign:
+        # Every wrapper made so far turns inert, also the one that patch keeps alive. Without
+        # one, the wrappers stay armed for the next install: outside a traced run they pass
+        # calls straight through anyway, and each wraps the original, never another wrapper.
+        retire_all()
+        _made.clear()
 
 
 def _name_of(owner: Any) -> str:

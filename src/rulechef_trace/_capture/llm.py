@@ -261,26 +261,26 @@ def call_facts(
 ) -> LLMCall:
     """The content-free facts of one call, from its request kwargs and response or error."""
     model = kwargs.get("model")
-    call: LLMCall = {
+    if error is None:
+        response_model = getattr(response, "model", None)
+        finish_reason, response_chars = _choice_facts(response)
+        usage = getattr(response, "usage", None)
+    else:
+        response_model = finish_reason = response_chars = usage = None
+    return {
         "step": ctx.step,
         "iteration": ctx.iteration,
         "label": ctx.label,
         "stage": ctx.stage,
         "model": model if isinstance(model, str) else None,
-        "response_model": None,
+        "response_model": response_model if isinstance(response_model, str) else None,
         "duration_s": round(duration_s, 6),
-        "finish_reason": None,
-        "response_chars": None,
+        "finish_reason": finish_reason,
+        "response_chars": response_chars,
         "status": "ok" if error is None else "error",
         "error": None if error is None else error_facts(error),
-        "usage": usage_facts(None),
+        "usage": usage_facts(usage),
     }
-    if error is None:
-        response_model = getattr(response, "model", None)
-        call["response_model"] = response_model if isinstance(response_model, str) else None
-        call["finish_reason"], call["response_chars"] = _choice_facts(response)
-        call["usage"] = usage_facts(getattr(response, "usage", None))
-    return call
 
 
 def error_facts(error: BaseException) -> LLMError:
@@ -320,6 +320,8 @@ def _count(value: Any) -> int | None:
 
 def usage_facts(usage: Any) -> LLMUsage:
     """Token counts under OpenAI's names mapped to ours; ``None`` for what is missing."""
+    if usage is None:
+        return dict.fromkeys(_USAGE_KEYS)  # type: ignore[return-value]
     prompt_details = getattr(usage, "prompt_tokens_details", None)
     completion_details = getattr(usage, "completion_tokens_details", None)
     return {

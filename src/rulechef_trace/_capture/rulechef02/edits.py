@@ -17,7 +17,7 @@ from rulechef_trace._capture.install import wanted
 from rulechef_trace._capture.rulechef02.facts import rule_ids
 from rulechef_trace._capture.rulechef02.runs import plain_params, traced_run
 from rulechef_trace._capture.state import RunState, emit_change, guard, remember, run_var
-from rulechef_trace._capture.wrappers import generation, signature_of
+from rulechef_trace._capture.wrappers import generation, ordered_binder_of
 
 #: Arguments of an edit that are data, not facts (a path, or the rules themselves).
 _NOT_KEPT = frozenset({"source"})
@@ -27,14 +27,14 @@ def wrap_edit(method: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
     """Make the wrapper that records one call of ``RuleChef.<method>`` as an edit run."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        signature = signature_of(original)
+        binder = ordered_binder_of(original)
         born = generation()
 
         @functools.wraps(original)
         def edit(self: Any, *args: Any, **kwargs: Any) -> Any:
             if born != generation() or run_var.get() is not None or not wanted():
                 return original(self, *args, **kwargs)
-            found = guard(None, "params", plain_params, signature, self, args, kwargs) or {}
+            found = guard(None, "params", plain_params, binder, self, args, kwargs) or {}
             params = {"method": method, **{k: v for k, v in found.items() if k not in _NOT_KEPT}}
             with traced_run(self, "edit", params) as state:
                 result = original(self, *args, **kwargs)

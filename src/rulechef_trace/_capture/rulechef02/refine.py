@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -31,25 +32,26 @@ from rulechef_trace._capture.state import (
     names_for,
     remember,
 )
+from rulechef_trace._capture.wrappers import Binder, signature_of
 
 logger = logging.getLogger("rulechef_trace")
 
 
 def refine_in_run(
     state: RunState,
-    signature: Any,
+    binder: Binder,
     original: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
     """Call ``evaluate_and_refine`` inside ``state``'s run, its iterations reported."""
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
+    arguments = binder(args, kwargs)
     # rulechef's own per-iteration hook, chained to the caller's callback.
-    callback = bound.arguments.get("iteration_callback")
-    bound.arguments["iteration_callback"] = _iteration_callback(state, callback)
+    callback = arguments.get("iteration_callback")
+    arguments["iteration_callback"] = _iteration_callback(state, callback)
+    bound = inspect.BoundArguments(signature_of(original), arguments)
     state.phase = "refinement"
-    state.max_iterations = bound.arguments.get("max_iterations") or 0
+    state.max_iterations = arguments.get("max_iterations") or 0
     state.iteration = 0
     state.stop_hint = None
     state.holdout, state.split_pending, state.metric_split = None, True, "all"

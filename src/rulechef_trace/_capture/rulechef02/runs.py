@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +40,7 @@ from rulechef_trace._capture.state import (
     unique,
     utc_now,
 )
-from rulechef_trace._capture.wrappers import bind_all, generation, signature_of
+from rulechef_trace._capture.wrappers import Binder, generation, ordered_binder_of
 
 logger = logging.getLogger("rulechef_trace")
 
@@ -216,7 +215,7 @@ def traced_run(
 
 
 def wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
-    signature = signature_of(original)
+    binder = ordered_binder_of(original)
     born = generation()
 
     @functools.wraps(original)
@@ -224,7 +223,7 @@ def wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
         if born != generation() or not wanted():
             return original(self, *args, **kwargs)
         chef = self._chef
-        params = guard(None, "params", plain_params, signature, self, args, kwargs) or {}
+        params = guard(None, "params", plain_params, binder, self, args, kwargs) or {}
         with traced_run(chef, "learn", _effective(params, _chef_params(chef))) as state:
             result = original(self, *args, **kwargs)
             if state is not None:
@@ -238,7 +237,7 @@ def wrap_run(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def wrap_evaluate_and_refine(original: Callable[..., Any]) -> Callable[..., Any]:
     """Refinement inside a learning run, or, called directly, a run of kind "refine"."""
-    signature = signature_of(original)
+    binder = ordered_binder_of(original)
     born = generation()
 
     @functools.wraps(original)
@@ -247,16 +246,16 @@ def wrap_evaluate_and_refine(original: Callable[..., Any]) -> Callable[..., Any]
             return original(self, *args, **kwargs)
         state = run_var.get()
         if state is not None:
-            return refine_in_run(state, signature, original, (self, *args), kwargs)
+            return refine_in_run(state, binder, original, (self, *args), kwargs)
         chef = _chef_of(self) if wanted() else None
         if chef is None:
             return original(self, *args, **kwargs)
-        found = guard(None, "params", bind_all, signature, (self, *args), kwargs) or {}
-        params = guard(None, "params", plain_params, signature, self, args, kwargs) or {}
+        found = guard(None, "params", binder, (self, *args), kwargs) or {}
+        params = guard(None, "params", plain_params, binder, self, args, kwargs) or {}
         with traced_run(chef, "refine", params, found.get("rules")) as state:
             if state is None:
                 return original(self, *args, **kwargs)
-            result = refine_in_run(state, signature, original, (self, *args), kwargs)
+            result = refine_in_run(state, binder, original, (self, *args), kwargs)
             state.result = result
             if isinstance(result, tuple) and result:
                 state.final_rules = list(result[0] or [])
@@ -274,14 +273,14 @@ def _chef_of(learner: Any) -> Any:
 
 
 def wrap_rank_rules(original: Callable[..., Any]) -> Callable[..., Any]:
-    signature = signature_of(original)
+    binder = ordered_binder_of(original)
     born = generation()
 
     @functools.wraps(original)
     def rank_rules(self: Any, *args: Any, **kwargs: Any) -> Any:
         if born != generation() or not wanted():
             return original(self, *args, **kwargs)
-        params = guard(None, "params", plain_params, signature, self, args, kwargs) or {}
+        params = guard(None, "params", plain_params, binder, self, args, kwargs) or {}
         # rulechef prunes only with both flags; anything else changes no rule.
         if not (params.get("prune") and params.get("compute_marginal")):
             return original(self, *args, **kwargs)
@@ -295,9 +294,9 @@ def wrap_rank_rules(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def plain_params(
-    signature: inspect.Signature, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    binder: Binder, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> dict[str, Any]:
-    arguments = bind_all(signature, (owner, *args), kwargs)
+    arguments = binder((owner, *args), kwargs)
     return {
         k: v
         for k, v in list(arguments.items())[1:]
