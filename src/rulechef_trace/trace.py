@@ -116,7 +116,7 @@ class Trace(dict[str, Any]):
 
     @property
     def kind(self) -> str:
-        """``learn`` or ``prune``: what kind of run this is."""
+        """What kind of run this is: ``learn``, ``rank_rules``, ``edit`` or ``refine``."""
         return str(self.run.get("kind"))
 
     @property
