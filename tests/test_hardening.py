@@ -15,10 +15,10 @@ import orjson
 import pytest
 
 from rulechef_trace import TraceRecorder, load_trace, record_trace, render_trace, validate
+from rulechef_trace._serialise import dumps_any
 from rulechef_trace._terminal import fit
 from rulechef_trace._text import is_unsafe
 from rulechef_trace.cli import main
-from rulechef_trace.recorder import dumps_any
 from rulechef_trace.trace import TraceReadError, read_limit, trace_path
 from tests.hostile import hostile_llm
 from tests.scripted import ScriptedLLM, make_chef

@@ -236,7 +236,7 @@ def test_a_64_bit_overflowing_seed_is_written_as_a_string_and_counted(tmp_path):
 
 def test_every_kind_of_coercion_is_counted_once() -> None:
     """A big int, a non-string key, a value nested past 200 levels, an unknown object: 4."""
-    from rulechef_trace.recorder import _serialise
+    from rulechef_trace._serialise import serialise as _serialise
 
     deep: Any = "leaf"
     for _ in range(300):

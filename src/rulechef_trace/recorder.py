@@ -24,7 +24,9 @@ from rulechef_trace._record_facts import (
     pruned_run,
     unseen_names,
 )
-from rulechef_trace._text import describe_exception, safe_str
+from rulechef_trace._serialise import dumps_any
+from rulechef_trace._serialise import serialise as _serialise
+from rulechef_trace._text import describe_exception
 from rulechef_trace.trace import (
     FORMAT,
     VERSION,
@@ -355,51 +357,11 @@ class _Run:
     coerced: int = 0
 
 
-def dumps_any(value: Any) -> bytes:
-    """Serialise a trace or event; ints beyond 64 bits and too-deep values become strings."""
-    return _serialise(value)[0]
-
-
-def _serialise(value: Any) -> tuple[bytes, int]:
-    """JSON bytes of ``value``, and how many values had to be coerced to strings."""
-    try:
-        return orjson.dumps(value), 0
-    except TypeError:  # orjson.JSONEncodeError: a big int, nesting over 255, an odd type or key
-        count = [0]
-        return orjson.dumps(_jsonable(value, 0, count)), count[0]
-
-
 def _with_count(record: dict[str, Any], coerced: int) -> dict[str, Any]:
     """The finalized record, its ``stats`` given the run's count of coerced values (in place)."""
     stats = record.get("stats")
     record["stats"] = {**(stats if isinstance(stats, dict) else {}), "coerced_values": coerced}
     return record
-
-
-def _jsonable(value: Any, depth: int, count: list[int]) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, (float, str)):
-        return value
-    if depth > 200:
-        count[0] += 1
-        return safe_str(value)
-    if isinstance(value, Mapping):
-        return {_key(k, count): _jsonable(v, depth + 1, count) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v, depth + 1, count) for v in value]
-    if isinstance(value, int) and -(2**63) <= value < 2**64:
-        return value
-    try:  # a type orjson knows (datetime, UUID, dataclass, ...) keeps its own form
-        return orjson.loads(orjson.dumps(value))
-    except TypeError:
-        count[0] += 1
-        return safe_str(value)
-
-
-def _key(key: Any, count: list[int]) -> str:
-    if isinstance(key, str):
-        return key
-    count[0] += 1
-    return safe_str(key)
 
 
 def write_atomic(target: Path, data: bytes) -> None:

@@ -172,9 +172,7 @@ def lineage(trace: Trace, rule: str | None = None) -> list[RuleLineage]:
     return [index.tree(rid, told) for rid in ids]
 
 
-# ---------------------------------------------------------------------------
 # The index: one pass over the events
-# ---------------------------------------------------------------------------
 
 # Keys of an event (and of its ``proposed`` part) that hold rule ids.
 _ID_KEYS = ("rules", "added", "removed", "patch", "deleted", "collapsed", "deduped")
@@ -365,9 +363,7 @@ class _Index:
         )
 
 
-# ---------------------------------------------------------------------------
 # Sentences
-# ---------------------------------------------------------------------------
 
 
 def _pairs(event: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -527,9 +523,7 @@ def _proposal_text(rid: str, event: Mapping[str, Any]) -> str | None:
     return f"proposed by {where}, not kept"
 
 
-# ---------------------------------------------------------------------------
 # What each event type says about a rule it neither added nor removed
-# ---------------------------------------------------------------------------
 
 NoteText = Callable[[Trace, str, Mapping[str, Any]], tuple[str, str] | None]
 
