@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from rulechef_trace import signals as sig
 from rulechef_trace import ALL_SIGNALS, Trace, record_trace, replay, validate
 from rulechef_trace._capture import install as capture
 
@@ -17,6 +18,9 @@ def nobody_listens() -> Iterator[None]:
     assert not capture.installed(), "a previous test left the hooks installed"
     yield
     leftovers = [s.name for s in ALL_SIGNALS if capture._live_receivers(s)]
+    leftovers += [f"subscription {s.handler!r}" for s in sig.subscriptions]
+    for subscription in sig.subscriptions:
+        subscription.disconnect()
     for s in ALL_SIGNALS:
         s.receivers.clear()
         s._by_receiver.clear()

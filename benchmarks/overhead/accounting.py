@@ -40,6 +40,8 @@ from __future__ import annotations
 import collections
 import functools
 import importlib
+import os
+import sys
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -69,6 +71,22 @@ PARTS: tuple[tuple[str, str], ...] = (
     ("importlib", "import_module"),
     ("rulechef.learner:RuleLearner", "_get_classes"),
 )
+
+#: A developer's drill-down: more parts, as ``module:func`` or ``module:Class.method``.
+PARTS_VARIABLE = "RULECHEF_BENCH_PARTS"
+
+
+def extra_parts() -> list[tuple[str, str]]:
+    """The parts named in :data:`PARTS_VARIABLE` (comma-separated), as (owner, name)."""
+    parts = []
+    for item in os.environ.get(PARTS_VARIABLE, "").split(","):
+        module, _, attribute = item.strip().partition(":")
+        if not attribute:
+            continue
+        cls, _, name = attribute.rpartition(".")
+        parts.append((f"{module}:{cls}" if cls else module, name))
+    return parts
+
 
 _wall = time.perf_counter
 _cpu = time.thread_time  # this thread's CPU: no waits for the disk, no time descheduled
@@ -236,8 +254,8 @@ class Accounting:
                     self.host_keys.append(f"{cls.__module__}:{cls.__qualname__}.{name}")
 
     def install_parts(self, hooked: set[str]) -> None:
-        """Part shims on :data:`PARTS` (a hooked method is never a part)."""
-        for owner, name in PARTS:
+        """Part shims on :data:`PARTS` and :func:`extra_parts` (a hooked method is never a part)."""
+        for owner, name in (*PARTS, *extra_parts()):
             key = f"{owner}.{name}"
             if key in hooked:
                 continue
@@ -251,9 +269,26 @@ class Accounting:
             if isinstance(target, type):
                 self._replace(target, name, None, label)
             else:
-                setattr(target, name, self._shim(getattr(target, name), None, label))
+                self._replace_function(target, name, label)
             self.part_keys.append(key)
             self.part_labels.append(label)
+
+    def _replace_function(self, module: ModuleType, name: str, label: str) -> None:
+        """Shim a module's function, and every package module's global bound to it.
+
+        Package modules import functions by name (``from ... import emit``), so
+        patching the defining module alone would miss their calls.
+        """
+        original = getattr(module, name)
+        shim = self._shim(original, None, label)
+        setattr(module, name, shim)
+        for loaded in list(sys.modules.values()):
+            namespace = getattr(loaded, "__dict__", None)
+            if not getattr(loaded, "__name__", "").startswith("rulechef_trace") or not namespace:
+                continue
+            for key, value in list(namespace.items()):
+                if value is original:
+                    setattr(loaded, key, shim)
 
     def _replace(self, cls: type, name: str, owner: str | None, label: str) -> None:
         raw = cls.__dict__[name]

@@ -21,11 +21,11 @@ import contextlib
 import inspect
 import logging
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import partial
 from typing import Any
 
 from blinker import ANY, NamedSignal, Namespace
@@ -123,7 +123,9 @@ def send_safely(signal: NamedSignal, sender: Any, payload: dict[str, Any]) -> in
 
     blinker's own ``send`` lets a receiver's exception escape into the sender
     and skips the receivers after it. Here the sender is the user's learning
-    run, so each exception is logged and counted instead.
+    run, so each exception is logged and counted instead. The package's own
+    subscribers (recorders, the OTel bridge) are called first, so no user
+    receiver can change a payload in place before they copy it.
 
     Args:
         signal: The signal to send.
@@ -139,28 +141,35 @@ def send_safely(signal: NamedSignal, sender: Any, payload: dict[str, Any]) -> in
     if signal.is_muted:
         return 0
     errors = 0
-    receivers = list(signal.receivers_for(sender))
-    if len(receivers) > 1:
-        # blinker's order is arbitrary (a set): the package's own subscribers (recorder, OTel
-        # bridge) go first, so no user receiver can change a payload in place before they
-        # copy it.
-        receivers.sort(key=_not_own)
-    for receiver in receivers:
-        try:
-            result = receiver(sender, **payload)
-            if result is not None and inspect.iscoroutine(result):
-                result.close()
-                raise TypeError("async receivers are not supported; connect a plain function")
-        except Exception:
-            errors += 1
-            if is_strict():
-                raise
-            logger.exception(
-                "rulechef_trace: receiver %r of signal %r raised; the run goes on",
-                receiver,
-                signal.name,
-            )
+    if subscriptions and signal in _EVENT_SIGNALS:
+        name = signal.name
+        for subscription in subscriptions:
+            if subscription.sender is ANY or subscription.sender is sender:
+                try:
+                    subscription.handler(name, sender, **payload)
+                except Exception:
+                    errors += 1
+                    _receiver_failed(subscription.handler, name)
+    if signal.receivers:
+        for receiver in list(signal.receivers_for(sender)):
+            try:
+                result = receiver(sender, **payload)
+                if result is not None and inspect.iscoroutine(result):
+                    result.close()
+                    raise TypeError("async receivers are not supported; connect a plain function")
+            except Exception:
+                errors += 1
+                _receiver_failed(receiver, signal.name)
     return errors
+
+
+def _receiver_failed(receiver: Any, name: str) -> None:
+    """Log a receiver's error (call inside its ``except``); re-raise it in strict mode."""
+    if is_strict():
+        raise  # the exception being handled
+    logger.exception(
+        "rulechef_trace: receiver %r of signal %r raised; the run goes on", receiver, name
+    )
 
 
 #: The chefs some Subscription follows by name (so a call made on one of their
@@ -173,19 +182,24 @@ def followed() -> list[Any]:
     return list(_followed)
 
 
-class _Own(partial[None]):
-    """A :class:`Subscription`'s receiver; :func:`send_safely` calls these first."""
+#: The package's own subscribers, connected, oldest first. Not blinker receivers: an
+#: event reaches them with one loop instead of blinker's per-sender lookup, and
+#: connecting one is a tuple swap instead of a dozen connects (each announced).
+subscriptions: tuple[Subscription, ...] = ()
+_subscriptions_lock = threading.Lock()
+_EVENT_SIGNALS = frozenset(ALL_SIGNALS)
 
-
-def _not_own(receiver: Any) -> bool:
-    return not isinstance(receiver, _Own)
+#: Called after a :class:`Subscription` connects or disconnects; the capture sets it
+#: (to install its hooks exactly while somebody listens).
+on_subscriptions_changed: Callable[[], None] | None = None
 
 
 class Subscription:
-    """One handler connected, strongly, to every signal of the package.
+    """One handler subscribed to every event signal of the package.
 
-    The handler is called as ``handler(signal_name, sender, **payload)``.
-    Connecting and disconnecting are idempotent.
+    The handler is called as ``handler(signal_name, sender, **payload)``, before
+    any blinker receiver of the signal. Connecting and disconnecting are
+    idempotent; a connected subscription is held strongly.
 
     Args:
         handler: What every event is delivered to.
@@ -193,28 +207,35 @@ class Subscription:
     """
 
     def __init__(self, handler: Callable[..., None], sender: Any = None):
+        self.handler = handler
         self.sender = ANY if sender is None else sender
         self.connected = False
-        self._receivers = {s: _Own(handler, s.name) for s in ALL_SIGNALS}
 
     def connect(self) -> None:
-        """Connect to every signal (weak=False: the subscription owns its receivers)."""
-        if self.connected:
-            return
-        if self.sender is not ANY:
-            with contextlib.suppress(TypeError):  # not weakly referable: not findable
-                _followed.add(self.sender)
-        for signal, receiver in self._receivers.items():
-            signal.connect(receiver, sender=self.sender, weak=False)
-        self.connected = True
+        """Start receiving every event (of ``sender``)."""
+        global subscriptions
+        with _subscriptions_lock:
+            if self.connected:
+                return
+            if self.sender is not ANY:
+                with contextlib.suppress(TypeError):  # not weakly referable: not findable
+                    _followed.add(self.sender)
+            subscriptions = (*subscriptions, self)
+            self.connected = True
+        _changed()
 
     def disconnect(self) -> None:
-        """Disconnect from every signal."""
-        if not self.connected:
-            return
-        # Last signal first: each disconnect asks whether anybody still listens, and the
-        # signals it looks at first are then still connected (one look, not a walk).
-        for signal, receiver in reversed(self._receivers.items()):
-            # A plain disconnect: a per-sender one leaves ``receivers`` truthy.
-            signal.disconnect(receiver)
-        self.connected = False
+        """Stop receiving events."""
+        global subscriptions
+        with _subscriptions_lock:
+            if not self.connected:
+                return
+            subscriptions = tuple(s for s in subscriptions if s is not self)
+            self.connected = False
+        _changed()
+
+
+def _changed() -> None:
+    callback = on_subscriptions_changed
+    if callback is not None:
+        callback()

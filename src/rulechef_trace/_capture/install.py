@@ -205,9 +205,14 @@ def _live_receivers(signal: NamedSignal) -> int:
     return count
 
 
+def _listening() -> bool:
+    """A subscription of the package, or a live blinker receiver of any watched signal."""
+    return bool(sig.subscriptions) or any(s.receivers and _live_receivers(s) for s in _WATCHED)
+
+
 def wanted() -> bool:
     """Whether anybody listens; uninstalls lazily when receivers vanished silently."""
-    if any(s.receivers and _live_receivers(s) for s in _WATCHED):
+    if _listening():
         return True
     refresh()
     return False
@@ -220,8 +225,7 @@ def refresh() -> None:
     rulechef_trace signal, and when a weakly held receiver is collected.
     """
     with _lock:
-        # ``receivers`` empty is the common case while a recorder detaches: no walk.
-        listening = any(s.receivers and _live_receivers(s) for s in _WATCHED)
+        listening = _listening()
         if listening and not _originals:
             _install()
         elif not listening and _originals:
@@ -263,6 +267,7 @@ def _on_disconnected(signal: NamedSignal, **kwargs: Any) -> None:
     refresh()
 
 
+sig.on_subscriptions_changed = refresh
 for _signal in _WATCHED:
     _signal.receiver_connected.connect(_on_connected, weak=False)
     _signal.receiver_disconnected.connect(_on_disconnected, weak=False)

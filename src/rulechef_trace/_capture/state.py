@@ -128,7 +128,7 @@ def remember(state: RunState, rules: Iterable[Any]) -> None:
 def emit(state: RunState, signal: NamedSignal, fields: dict[str, Any]) -> None:
     """Number the event and send it to the receivers of this chef."""
     state.seq += 1
-    if not signal.receivers:
+    if not (sig.subscriptions or signal.receivers):
         return
     payload = {
         "type": signal.name,  # a receiver of ALL_SIGNALS can tell which signal fired
