@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from rulechef_trace import signals as sig
 from rulechef_trace import ALL_SIGNALS, Trace, record_trace, replay, validate
+from rulechef_trace import signals as sig
 from rulechef_trace._capture import install as capture
 
 

@@ -7,7 +7,6 @@ import logging
 import os
 import stat
 import threading
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -261,12 +260,14 @@ class TraceRecorder:
         dataset = str(run.get("dataset") or "default")
         data = dumps_any(trace)
         targets = []
+        kept = None
         if self.history:
             stamp = "".join(c for c in str(run.get("started_at") or "") if c.isdigit())
             name = (
                 f"{stamp[:8]}T{stamp[8:17]}Z_{run.get('kind')}_{str(run.get('id'))[:8]}.trace.json"
             )
-            targets.append(history_dir(folder, dataset) / name)
+            kept = history_dir(folder, dataset) / name
+            targets.append(kept)
         if run.get("kind") == "learn":
             targets.append(trace_path(folder, dataset))
         if not targets:
@@ -277,7 +278,7 @@ class TraceRecorder:
             written, failed = [], [(t, exc) for t in targets]
         with self._lock:
             self.paths.extend(written)
-            if any(t.parent.name.endswith(".traces") for t in written):
+            if kept is not None and kept in written:
                 final = [r["id"] for r in trace["final"]["rules"]]
                 self._kept[(folder, dataset)] = (str(run.get("id")), final)
         if failed:
@@ -374,13 +375,14 @@ def write_atomic(target: Path, data: bytes) -> None:
     Raises:
         OSError: when the folder cannot be created or written.
     """
-    tmp = _write_temp(target, data)
+    name = os.fspath(target)
+    tmp = _write_temp(name, data)
     try:
-        os.replace(tmp, target)
+        os.replace(tmp, name)
     except BaseException:
         _discard(tmp)
         raise
-    _fsync_folder(target.parent)
+    _fsync_folder(os.path.dirname(name))
 
 
 def write_once(targets: list[Path], data: bytes) -> tuple[list[Path], list[tuple[Path, Exception]]]:
@@ -402,59 +404,61 @@ def write_once(targets: list[Path], data: bytes) -> tuple[list[Path], list[tuple
         OSError: when the data could not be written at all (nothing is named).
     """
     *links, last = targets
-    tmp = _write_temp(last, data)
+    # Plain strings from here on: Path operations cost more than the syscalls they name.
+    last_name = os.fspath(last)
+    tmp = _write_temp(last_name, data)
     written: list[Path] = []
+    folders: dict[str, None] = {}
     failed: list[tuple[Path, Exception]] = []
     renamed = False
     try:
         for target in links:
+            name = os.fspath(target)
             try:
-                _link_or_copy(tmp, target, data)
+                _link_or_copy(tmp, name, data)
                 written.append(target)
+                folders[os.path.dirname(name)] = None
             except (OSError, ValueError) as exc:
                 failed.append((target, exc))
         try:
-            os.replace(tmp, last)
+            os.replace(tmp, last_name)
             renamed = True
             written.append(last)
+            folders[os.path.dirname(last_name)] = None
         except (OSError, ValueError) as exc:
             failed.append((last, exc))
     finally:
         if not renamed:  # once renamed, the temporary name is gone
             _discard(tmp)
-    for folder in {t.parent for t in written}:
+    for folder in folders:
         _fsync_folder(folder)
     return written, failed
 
 
-#: History folders this process made or linked into: linked into at once next time (a
-#: folder deleted since is made again when the link says so), others made first.
-_seen_folders: set[Path] = set()
-
-
-def _link_or_copy(tmp: str, target: Path, data: bytes) -> None:
-    folder = target.parent
+def _link_or_copy(tmp: str, target: str, data: bytes) -> None:
+    folder = os.path.dirname(target)
     try:
-        if folder not in _seen_folders:
-            folder.mkdir(parents=True, exist_ok=True)
         try:
+            # Linked at once: a missing folder says so, and is then made (no stat first).
             os.link(tmp, target, follow_symlinks=False)  # never follows a link planted at target
-        except FileNotFoundError:  # deleted since this process last wrote there
-            folder.mkdir(parents=True, exist_ok=True)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
             os.link(tmp, target, follow_symlinks=False)
-        if len(_seen_folders) < 1024:  # bounded: a process writing everywhere makes them each time
-            _seen_folders.add(folder)
     except OSError:
-        write_atomic(target, data)  # EXDEV, EPERM (no hard links), EEXIST: a copy instead
+        write_atomic(Path(target), data)  # EXDEV, EPERM (no hard links), EEXIST: a copy instead
 
 
-def _write_temp(target: Path, data: bytes) -> str:
+def _write_temp(target: str, data: bytes) -> str:
     """A fsynced temporary file beside ``target`` holding ``data``, in the old file's mode."""
     fd, tmp = _create_temp(target)
     try:
         try:
-            with contextlib.suppress(FileNotFoundError):  # keep a mode the user set (e.g. 600)
-                os.chmod(tmp, stat.S_IMODE(os.stat(target, follow_symlinks=False).st_mode))
+            try:  # keep a mode the user set (e.g. 600)
+                mode = os.stat(target, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                pass
+            else:
+                os.chmod(tmp, stat.S_IMODE(mode))
             _write_all(fd, data)
             os.fsync(fd)
         finally:
@@ -467,9 +471,11 @@ def _write_temp(target: Path, data: bytes) -> str:
 
 def _write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` to ``fd`` (``os.write`` may write less than it is given)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 def _discard(tmp: str) -> None:
@@ -477,26 +483,27 @@ def _discard(tmp: str) -> None:
         os.unlink(tmp)
 
 
-def _create_temp(target: Path) -> tuple[int, str]:
+def _create_temp(target: str) -> tuple[int, str]:
     """Create a fresh temporary file beside ``target``.
 
     A random name with O_EXCL: no two writers ever share one. Mode 0666 lets
     the umask decide the permissions, as for any ordinary file.
     """
+    folder = os.path.dirname(target)
     # Not derived from the target's name: a long dataset name must still fit.
-    tmp = target.parent / f".rct-{uuid.uuid4().hex}.tmp"
+    tmp = os.path.join(folder, f".rct-{os.urandom(16).hex()}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     try:
-        return os.open(tmp, flags, 0o666), str(tmp)
+        return os.open(tmp, flags, 0o666), tmp
     except FileNotFoundError:  # the folder is new: made on demand, not stat'ed every time
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(tmp, flags, 0o666), str(tmp)
+        os.makedirs(folder or ".", exist_ok=True)
+        return os.open(tmp, flags, 0o666), tmp
 
 
-def _fsync_folder(folder: Path) -> None:
+def _fsync_folder(folder: str) -> None:
     # On POSIX the rename itself is durable only once its folder is synced.
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(folder or ".", os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

@@ -11,12 +11,11 @@ never lets it reach the user's run.
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from blinker import NamedSignal
@@ -37,7 +36,7 @@ class RunState:
 
     chef: Any
     kind: str
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    run_id: str = field(default_factory=lambda: new_run_id())
     started: float = field(default_factory=time.perf_counter)
     started_at: str = field(default_factory=lambda: utc_now())
     working: list[str] = field(default_factory=list)
@@ -105,7 +104,25 @@ def current_run() -> RunState | None:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The time now in UTC, ISO 8601 to the millisecond: ``2026-12-02T21:52:46.991Z``."""
+    return utc_stamp(time.time_ns())
+
+
+def utc_stamp(nanoseconds: int) -> str:
+    """A time (nanoseconds since the epoch, not negative) as :func:`utc_now` writes it."""
+    # time.strftime, not datetime.isoformat: a third of the cost, the same text.
+    seconds, rest = divmod(nanoseconds, 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{rest // 1_000_000:03d}Z"
+
+
+def new_run_id() -> str:
+    """A random UUID (version 4) as 32 hex digits, what ``uuid.uuid4().hex`` gives."""
+    # Built from the bytes directly: uuid.UUID's checks cost more than the random bytes.
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 def unique(ids: Iterable[str]) -> list[str]:
