@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -218,6 +220,49 @@ def test_a_receiver_that_mutates_its_payload_cannot_change_the_record(tmp_path, 
     assert trace.events_of("synthesized")[0]["rules_after"]
     assert trace.final_metrics is not None and isinstance(trace.final_metrics["f1"], float)
     assert load_trace(trace_path(tmp_path, "reviews")) == trace
+
+
+_CLOCK_KEYS = frozenset({"id", "run_id", "t", "started_at", "ended_at", "duration_s", "time_share"})
+
+
+def _comparable(trace: Any, root: Path) -> str:
+    """A trace as JSON without what two identical runs differ in: clocks, ids, the folder."""
+
+    def without_clocks(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: without_clocks(v) for k, v in value.items() if k not in _CLOCK_KEYS}
+        if isinstance(value, list):
+            return [without_clocks(v) for v in value]
+        return value
+
+    text = json.dumps(without_clocks(trace)).replace(str(root), "<storage>")
+    numbers: dict[str, str] = {}  # rule ids are random: numbered in order of appearance
+    return re.sub(r"\b[0-9a-f]{8}\b", lambda m: numbers.setdefault(m[0], f"r{len(numbers)}"), text)
+
+
+def test_a_recorder_alone_records_what_one_beside_other_receivers_records(tmp_path):
+    """Alone, the recorder keeps its payloads and serialises them at the end; beside another
+    receiver it serialises each at once. The two traces and files are the same."""
+    from rulechef_trace import ALL_SIGNALS
+
+    traces = []
+    for case in ("alone", "with company"):
+        chef = make_chef(tmp_path / case, rich_llm(), "agentic")
+        others = ALL_SIGNALS if case == "with company" else ()
+        for signal in others:
+            signal.connect(lambda sender, **event: None, sender=object(), weak=False)
+        try:
+            with record_trace(chef) as recorder:
+                chef.learn_rules(max_refinement_iterations=2)
+        finally:
+            for signal in others:
+                signal.receivers.clear()
+                signal._by_receiver.clear()
+                signal._by_sender.clear()
+        assert recorder.last == load_trace(trace_path(tmp_path / case, "reviews"))
+        traces.append(_comparable(recorder.last, tmp_path / case))
+    assert traces[0] == traces[1]
+    assert traces[0].count('"seq"') > 10
 
 
 # --- values that had to be coerced are counted ----------------------------------------

@@ -177,8 +177,12 @@ class TraceRecorder:
             event = {"type": signal_name, **payload}
         if self.prices is not None or signal_name == "run_started":
             self._add_facts(event, sender)
-        # Serialised now: whatever a receiver does to the payload later, the record holds this.
-        line, coerced = _serialise(event)
+        # Serialised now, whatever a receiver after this one does to the payload; unless no
+        # receiver comes after it (then nobody else holds the payload: serialised at the end).
+        line: bytes | dict[str, Any] = event
+        coerced = 0
+        if self.stream or not _alone(signal_name):
+            line, coerced = _serialise(event)
         run_id = str(payload.get("run_id"))
         with self._lock:
             if not self._open:
@@ -191,11 +195,11 @@ class TraceRecorder:
             run.coerced += coerced
             if signal_name == "finalized":
                 del self._runs[run_id]
-                if self.stream:
+            if isinstance(line, bytes) and self.stream:
+                if signal_name == "finalized":
                     line = orjson.dumps(_with_count(orjson.loads(line), run.coerced))
-            run.lines.append(line)
-            if self.stream:
                 self._stream_line(run_id, sender, event, line)
+            run.lines.append(line)
         if self.live is not None:
             self._show_live(event)
         if signal_name == "finalized":
@@ -229,7 +233,7 @@ class TraceRecorder:
     def _finish(self, run_id: str, sender: Any, run: _Run) -> None:
         try:
             # Parsed here, all at once: cheaper than event by event amid the run.
-            records = orjson.loads(b"[" + b",".join(run.lines) + b"]")
+            records = orjson.loads(b"[" + b",".join(run.serialised()) + b"]")
             if records and records[-1].get("type") == "finalized":
                 _with_count(records[-1], run.coerced)
             trace = build_trace(records)
@@ -352,10 +356,29 @@ def _reason(exc: BaseException) -> str:
 
 @dataclass
 class _Run:
-    """One run in progress: its events as serialised, and how many values were coerced."""
+    """One run in progress: its events, and how many values were coerced to strings.
 
-    lines: list[bytes] = field(default_factory=list)
+    An event is kept as JSON bytes, or as the recorder's own payload dict while
+    no other receiver could change it (serialised when the run ends).
+    """
+
+    lines: list[bytes | dict[str, Any]] = field(default_factory=list)
     coerced: int = 0
+
+    def serialised(self) -> list[bytes]:
+        """Every event as JSON bytes, in the order received (coercions counted)."""
+        out = []
+        for line in self.lines:
+            if isinstance(line, dict):
+                line, coerced = _serialise(line)
+                self.coerced += coerced
+            out.append(line)
+        return out
+
+
+def _alone(signal_name: str) -> bool:
+    """Whether this recorder is the only receiver of the event being delivered."""
+    return len(sig.subscriptions) == 1 and not sig.BY_NAME[signal_name].receivers
 
 
 def _with_count(record: dict[str, Any], coerced: int) -> dict[str, Any]:

@@ -64,6 +64,9 @@ namespace = Namespace()
 #: Every signal of the package, in the order a run emits them first (events.CATALOGUE).
 ALL_SIGNALS: tuple[NamedSignal, ...] = tuple(namespace.signal(e.name, doc=e.doc) for e in CATALOGUE)
 
+#: Each event signal by its name (the ``type`` of its events).
+BY_NAME: dict[str, NamedSignal] = {s.name: s for s in ALL_SIGNALS}
+
 #: The live-only step signals (events.STEP_SIGNALS): sent, never recorded.
 STEP_SIGNALS: tuple[NamedSignal, ...] = tuple(
     namespace.signal(name, doc=doc) for name, doc in _STEP_DECLARED
