@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,7 +142,7 @@ def remember(state: RunState, rules: Iterable[Any]) -> None:
 # ---------------------------------------------------------------------------
 
 
-def emit(state: RunState, signal: NamedSignal, fields: dict[str, Any]) -> None:
+def emit(state: RunState, signal: NamedSignal, fields: Mapping[str, Any]) -> None:
     """Number the event and send it to the receivers of this chef."""
     state.seq += 1
     if not (sig.subscriptions or signal.receivers):

@@ -84,7 +84,7 @@ def stop_llm_capture(state: RunState) -> None:
 def record_call(state: RunState, call: llm.LLMCall) -> None:
     """The sink of a run's step contexts: keep the call and send ``llm_called``."""
     state.llm_calls.append(llm.own_copy(call))
-    emit(state, sig.llm_called, dict(call))
+    emit(state, sig.llm_called, call)  # emit builds the payload anew: no copy here
 
 
 # --- steps ------------------------------------------------------------------------------
