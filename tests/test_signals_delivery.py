@@ -142,3 +142,49 @@ def test_a_subscription_installs_the_hooks_and_its_disconnect_removes_them() -> 
     own.disconnect()
     assert not capture.installed()
     assert not sig.subscriptions
+
+
+def test_a_subscriber_is_told_it_is_alone_only_when_nobody_else_gets_the_event() -> None:
+    """``delivered_alone()``: one subscription and no blinker receiver, inside its handler."""
+    chef, told = Chef(), []
+    own = sig.Subscription(lambda name, sender, **event: told.append(sig.delivered_alone()), chef)
+    other = sig.Subscription(lambda name, sender, **event: None, chef)
+    own.connect()
+    try:
+        sig.send_safely(sig.pruned, chef, dict(PAYLOAD))  # alone
+        other.connect()
+        sig.send_safely(sig.pruned, chef, dict(PAYLOAD))  # another subscription
+        other.disconnect()
+        sig.pruned.connect(lambda sender, **event: None, sender=chef, weak=False)
+        sig.send_safely(sig.pruned, chef, dict(PAYLOAD))  # a blinker receiver
+    finally:
+        own.disconnect()
+        other.disconnect()
+        sig.pruned.receivers.clear()
+        sig.pruned._by_receiver.clear()
+        sig.pruned._by_sender.clear()
+        capture.refresh()
+    assert told == [True, False, False]
+    assert sig.delivered_alone() is False  # outside any delivery
+
+
+def test_a_receiver_connected_while_subscribers_run_gets_the_next_event_only() -> None:
+    """Receivers are taken before the subscribers run, so a payload a lone recorder kept
+    unserialised never reaches a receiver that joined meanwhile."""
+    chef, late = Chef(), []
+
+    def late_receiver(sender: Any, **event: Any) -> None:
+        late.append(event["seq"])
+
+    def connecting(name: str, sender: Any, **event: Any) -> None:
+        sig.pruned.connect(late_receiver, sender=chef, weak=False)
+
+    own = sig.Subscription(connecting, chef)
+    own.connect()
+    try:
+        sig.send_safely(sig.pruned, chef, {**PAYLOAD, "seq": 1})
+        sig.send_safely(sig.pruned, chef, {**PAYLOAD, "seq": 2})
+    finally:
+        own.disconnect()
+        sig.pruned.disconnect(late_receiver)
+    assert late == [2]

@@ -181,7 +181,7 @@ class TraceRecorder:
         # receiver comes after it (then nobody else holds the payload: serialised at the end).
         line: bytes | dict[str, Any] = event
         coerced = 0
-        if self.stream or not _alone(signal_name):
+        if self.stream or not sig.delivered_alone():
             line, coerced = _serialise(event)
         run_id = str(payload.get("run_id"))
         with self._lock:
@@ -374,11 +374,6 @@ class _Run:
                 self.coerced += coerced
             out.append(line)
         return out
-
-
-def _alone(signal_name: str) -> bool:
-    """Whether this recorder is the only receiver of the event being delivered."""
-    return len(sig.subscriptions) == 1 and not sig.BY_NAME[signal_name].receivers
 
 
 def _with_count(record: dict[str, Any], coerced: int) -> dict[str, Any]:

@@ -64,9 +64,6 @@ namespace = Namespace()
 #: Every signal of the package, in the order a run emits them first (events.CATALOGUE).
 ALL_SIGNALS: tuple[NamedSignal, ...] = tuple(namespace.signal(e.name, doc=e.doc) for e in CATALOGUE)
 
-#: Each event signal by its name (the ``type`` of its events).
-BY_NAME: dict[str, NamedSignal] = {s.name: s for s in ALL_SIGNALS}
-
 #: The live-only step signals (events.STEP_SIGNALS): sent, never recorded.
 STEP_SIGNALS: tuple[NamedSignal, ...] = tuple(
     namespace.signal(name, doc=doc) for name, doc in _STEP_DECLARED
@@ -144,26 +141,47 @@ def send_safely(signal: NamedSignal, sender: Any, payload: dict[str, Any]) -> in
     if signal.is_muted:
         return 0
     errors = 0
-    if subscriptions and signal in _EVENT_SIGNALS:
+    # Taken before the subscribers run: a receiver connected while they run gets the next
+    # event, never this one (a recorder alone with it has kept this payload unserialised).
+    receivers = list(signal.receivers_for(sender)) if signal.receivers else []
+    own = subscriptions
+    if own and signal in _EVENT_SIGNALS:
         name = signal.name
-        for subscription in subscriptions:
-            if subscription.sender is ANY or subscription.sender is sender:
-                try:
-                    subscription.handler(name, sender, **payload)
-                except Exception:
-                    errors += 1
-                    _receiver_failed(subscription.handler, name)
-    if signal.receivers:
-        for receiver in list(signal.receivers_for(sender)):
-            try:
-                result = receiver(sender, **payload)
-                if result is not None and inspect.iscoroutine(result):
-                    result.close()
-                    raise TypeError("async receivers are not supported; connect a plain function")
-            except Exception:
-                errors += 1
-                _receiver_failed(receiver, signal.name)
+        _delivery.alone = not receivers and len(own) == 1
+        try:
+            for subscription in own:
+                if subscription.sender is ANY or subscription.sender is sender:
+                    try:
+                        subscription.handler(name, sender, **payload)
+                    except Exception:
+                        errors += 1
+                        _receiver_failed(subscription.handler, name)
+        finally:
+            _delivery.alone = False
+    for receiver in receivers:
+        try:
+            result = receiver(sender, **payload)
+            if result is not None and inspect.iscoroutine(result):
+                result.close()
+                raise TypeError("async receivers are not supported; connect a plain function")
+        except Exception:
+            errors += 1
+            _receiver_failed(receiver, signal.name)
     return errors
+
+
+_delivery = threading.local()
+
+
+def delivered_alone() -> bool:
+    """Whether the event this thread is delivering reaches no receiver but the one running.
+
+    True only inside a subscription's handler called by :func:`send_safely`
+    when that subscription is the only one and the signal has no blinker
+    receiver for the sender (as taken before the handler ran): nobody else
+    can then see, or change, the payload it was given.
+    """
+    return bool(getattr(_delivery, "alone", False))
 
 
 def _receiver_failed(receiver: Any, name: str) -> None:
