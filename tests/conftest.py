@@ -12,6 +12,15 @@ from rulechef_trace import signals as sig
 from rulechef_trace._capture import install as capture
 
 
+def drop_receivers(*signals: Any) -> None:
+    """Drop every blinker receiver of ``signals`` (a lambda cannot be disconnected by name)."""
+    for s in signals:
+        s.receivers.clear()
+        s._by_receiver.clear()
+        s._by_sender.clear()
+    capture.refresh()
+
+
 @pytest.fixture(autouse=True)
 def nobody_listens() -> Iterator[None]:
     """Fail a test that leaves a receiver or a hook behind, then clean up."""
@@ -21,11 +30,7 @@ def nobody_listens() -> Iterator[None]:
     leftovers += [f"subscription {s.handler!r}" for s in sig.subscriptions]
     for subscription in sig.subscriptions:
         subscription.disconnect()
-    for s in ALL_SIGNALS:
-        s.receivers.clear()
-        s._by_receiver.clear()
-        s._by_sender.clear()
-    capture.refresh()
+    drop_receivers(*ALL_SIGNALS)
     assert not leftovers, f"receivers left connected to {leftovers}"
 
 

@@ -18,7 +18,7 @@ from rulechef import evaluation
 
 from rulechef_trace import TraceRecorder, load_trace, record_trace, replay, validate
 from rulechef_trace.trace import history_dir, trace_path
-from tests.conftest import story
+from tests.conftest import drop_receivers, story
 from tests.scripted import BREAK, DATA, FIX_ALL, FIX_POS, ScriptedLLM, audit_merge, make_chef
 
 RICH: dict[str, Any] = {"patch": [BREAK, FIX_POS, FIX_ALL]}
@@ -255,10 +255,7 @@ def test_a_recorder_alone_records_what_one_beside_other_receivers_records(tmp_pa
             with record_trace(chef) as recorder:
                 chef.learn_rules(max_refinement_iterations=2)
         finally:
-            for signal in others:
-                signal.receivers.clear()
-                signal._by_receiver.clear()
-                signal._by_sender.clear()
+            drop_receivers(*others)
         assert recorder.last == load_trace(trace_path(tmp_path / case, "reviews"))
         traces.append(_comparable(recorder.last, tmp_path / case))
     assert traces[0] == traces[1]

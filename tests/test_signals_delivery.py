@@ -11,6 +11,7 @@ from blinker import ANY
 
 from rulechef_trace import signals as sig
 from rulechef_trace._capture import install as capture
+from tests.conftest import drop_receivers
 
 PAYLOAD = {"type": "pruned", "run_id": "r", "seq": 3, "t": 0.1, "removed": ["a"]}
 
@@ -82,10 +83,7 @@ def test_a_failing_subscription_is_counted_logged_and_the_rest_still_receive(
     finally:
         first.disconnect()
         second.disconnect()
-        sig.pruned.receivers.clear()
-        sig.pruned._by_receiver.clear()
-        sig.pruned._by_sender.clear()
-        capture.refresh()
+        drop_receivers(sig.pruned)
     assert later == ["pruned", "user"]
     assert "subscriber bug" in caplog.text
 
@@ -160,10 +158,7 @@ def test_a_subscriber_is_told_it_is_alone_only_when_nobody_else_gets_the_event()
     finally:
         own.disconnect()
         other.disconnect()
-        sig.pruned.receivers.clear()
-        sig.pruned._by_receiver.clear()
-        sig.pruned._by_sender.clear()
-        capture.refresh()
+        drop_receivers(sig.pruned)
     assert told == [True, False, False]
     assert sig.delivered_alone() is False  # outside any delivery
 
